@@ -1,0 +1,384 @@
+"""One config object for a run, with the seed's section names.
+
+The YAML sections follow PaddleClas's product-recognition recipe: ``Global``, ``Arch``
+(``Backbone`` / ``BackboneStopLayer`` / ``Neck`` / ``Head``), ``Loss`` (``Train`` / ``Eval``
+lists), ``Optimizer``, ``DataLoader`` and ``Metric``. A file only needs the keys it changes;
+everything else takes the defaults below (the seed's In-shop recipe). Unknown keys and values
+of the wrong type are errors that name the key.
+
+Example:
+    >>> from prodrec.config import load_config
+    >>> cfg = load_config("inshop_ce_triplet", overrides=["Global.epochs=2"])
+    >>> cfg.Global.epochs, cfg.Arch.Head.name
+    (2, 'ArcMargin')
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Sequence, Union
+
+import yaml
+
+__all__ = [
+    "Config",
+    "GlobalConfig",
+    "ArchConfig",
+    "BackboneConfig",
+    "StopLayerConfig",
+    "NeckConfig",
+    "HeadConfig",
+    "LossConfig",
+    "OptimizerConfig",
+    "LRConfig",
+    "RegularizerConfig",
+    "DataLoaderConfig",
+    "MetricConfig",
+    "ConfigError",
+    "load_config",
+    "builtin_config_path",
+    "builtin_config_names",
+]
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+Auto = Literal["auto"]
+LossList = List[Dict[str, Optional[Dict[str, Any]]]]
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, missing or has a value of the wrong type."""
+
+
+@dataclass
+class GlobalConfig:
+    epochs: int = 120
+    eval_interval: int = 1
+    save_interval: int = 1
+    print_batch_step: int = 10
+    output_dir: str = "./output"
+    device: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    image_size: int = 224
+    eval_mode: Literal["retrieval"] = "retrieval"
+    eval_before_train: bool = False
+    channels_last: bool = True
+    amp: Literal["auto", "off", "fp16", "bf16"] = "auto"
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "ResNet50_vd"
+    pretrained: Union[bool, str] = False
+
+
+@dataclass
+class StopLayerConfig:
+    name: Literal["flatten", "flatten_0"] = "flatten"
+
+
+@dataclass
+class NeckConfig:
+    name: Literal["FC"] = "FC"
+    embedding_size: Union[int, Auto] = "auto"
+    class_num: int = 512
+
+
+@dataclass
+class HeadConfig:
+    name: Literal["ArcMargin", "FC"] = "ArcMargin"
+    embedding_size: Union[int, Auto] = "auto"
+    class_num: Union[int, Auto] = "auto"
+    margin: Optional[float] = None
+    scale: Optional[float] = None
+    easy_margin: bool = False
+
+
+@dataclass
+class ArchConfig:
+    name: Literal["RecModel"] = "RecModel"
+    infer_output_key: Literal["features"] = "features"
+    infer_add_softmax: bool = False
+    Backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    BackboneStopLayer: StopLayerConfig = field(default_factory=StopLayerConfig)
+    Neck: NeckConfig = field(default_factory=NeckConfig)
+    Head: Optional[HeadConfig] = field(default_factory=HeadConfig)
+
+
+def _default_train_losses() -> LossList:
+    return [{"CELoss": {"weight": 1.0}}, {"TripletLossV2": {"weight": 1.0, "margin": 0.5}}]
+
+
+@dataclass
+class LossConfig:
+    Train: LossList = field(default_factory=_default_train_losses)
+    Eval: LossList = field(default_factory=lambda: [{"CELoss": {"weight": 1.0}}])
+
+
+@dataclass
+class LRConfig:
+    name: Literal["MultiStepDecay", "Cosine", "Constant"] = "MultiStepDecay"
+    learning_rate: float = 0.04
+    milestones: List[int] = field(default_factory=lambda: [30, 60, 70, 80, 90, 100])
+    gamma: float = 0.5
+    warmup_epoch: int = 0
+    warmup_start_lr: float = 0.0
+    eta_min: float = 0.0
+
+
+@dataclass
+class RegularizerConfig:
+    name: Literal["L2"] = "L2"
+    coeff: float = 5e-4
+
+
+@dataclass
+class OptimizerConfig:
+    name: Literal["Momentum", "SGD", "AdamW"] = "Momentum"
+    momentum: float = 0.9
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    lr: LRConfig = field(default_factory=LRConfig)
+    regularizer: Optional[RegularizerConfig] = field(default_factory=RegularizerConfig)
+
+
+@dataclass
+class DataLoaderConfig:
+    dataset: Literal["inshop", "list", "folder"] = "inshop"
+    root: Optional[str] = None
+    sampler: Literal["pk", "random"] = "pk"
+    batch_size: int = 64
+    sample_per_id: int = 2
+    small_items: Literal["error", "repeat", "drop"] = "error"
+    num_workers: Union[int, Auto] = "auto"
+    eval_batch_size: int = 64
+    horizontal_flip: float = 0.5
+    random_erasing: float = 0.5
+
+
+def _default_metrics() -> LossList:
+    return [{"Recallk": {"topk": [1, 5, 10, 20]}}, {"mAP": {}}]
+
+
+@dataclass
+class MetricConfig:
+    Eval: LossList = field(default_factory=_default_metrics)
+
+
+@dataclass
+class Config:
+    """All settings of one run. Build it with :func:`load_config`."""
+
+    Global: GlobalConfig = field(default_factory=GlobalConfig)
+    Arch: ArchConfig = field(default_factory=ArchConfig)
+    Loss: LossConfig = field(default_factory=LossConfig)
+    Optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    DataLoader: DataLoaderConfig = field(default_factory=DataLoaderConfig)
+    Metric: MetricConfig = field(default_factory=MetricConfig)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain nested dict (YAML/JSON ready); ``Config.from_dict(c.to_dict()) == c``."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "Config":
+        """Defaults updated by ``data``; raises :class:`ConfigError` naming any bad key."""
+        config = cls()
+        _merge(config, data, "")
+        _check_consistency(config)
+        return config
+
+    def recall_ks(self) -> List[int]:
+        """The K values of the ``Recallk`` metric (sorted)."""
+        for entry in self.Metric.Eval:
+            if "Recallk" in entry:
+                return sorted((entry["Recallk"] or {}).get("topk", [1, 5]))
+        return []
+
+    def wants_map(self) -> bool:
+        return any("mAP" in entry for entry in self.Metric.Eval)
+
+
+def builtin_config_names() -> List[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def builtin_config_path(name: str) -> Path:
+    """Path of a config shipped with prodrec, by file stem (e.g. ``inshop_ce_triplet``)."""
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no built-in config {name!r}; choose one of {builtin_config_names()} or give a YAML path")
+    return path
+
+
+def load_config(
+    source: Union[str, os.PathLike, Dict[str, Any], None] = None,
+    overrides: Sequence[str] = (),
+) -> Config:
+    """Load a run config.
+
+    Args:
+        source: a YAML path, the name of a built-in config, a dict, or None for the defaults
+            (the seed's In-shop recipe).
+        overrides: ``"Section.key=value"`` strings (value parsed as YAML), applied in order,
+            e.g. ``["Global.epochs=10", "Arch.Head.name=FC"]``.
+    """
+    if source is None:
+        data: Dict[str, Any] = {}
+    elif isinstance(source, dict):
+        data = copy.deepcopy(source)
+    else:
+        path = Path(source)
+        if not path.is_file() and path.suffix == "" and (CONFIG_DIR / f"{path.name}.yaml").is_file():
+            path = CONFIG_DIR / f"{path.name}.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"config file {str(source)!r} not found; give a YAML path or one of {builtin_config_names()}"
+            )
+        with open(path, encoding="utf-8") as handle:
+            try:
+                data = yaml.safe_load(handle) or {}
+            except yaml.YAMLError as error:
+                raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    for override in overrides:
+        _apply_override(data, override)
+    return Config.from_dict(data)
+
+
+def _apply_override(data: Dict[str, Any], override: str) -> None:
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r} must look like Section.key=value (e.g. Global.epochs=10)")
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def _merge(target: Any, data: Any, where: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(type(target))
+    names = [f.name for f in dataclasses.fields(target)]
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown config key {path!r}; known keys here: {names}")
+        hint = hints[key]
+        nested = _dataclass_in(hint)
+        if nested is not None and isinstance(value, dict):
+            current = getattr(target, key)
+            if current is None:
+                current = nested()
+            _merge(current, value, path)
+            setattr(target, key, current)
+        else:
+            setattr(target, key, _check_type(value, hint, path))
+
+
+def _dataclass_in(hint: Any) -> Optional[type]:
+    candidates = typing.get_args(hint) if typing.get_origin(hint) is Union else (hint,)
+    for candidate in candidates:
+        if dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
+
+
+def _check_type(value: Any, hint: Any, path: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin is Union:
+        for arg in args:
+            try:
+                return _check_type(value, arg, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}: {value!r} is not a valid value (expected {_describe(hint)})")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{path}: {value!r} is not one of {list(args)}")
+    if origin in (list, List):
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return [_check_type(item, args[0], f"{path}[{i}]") for i, item in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return {str(k): _check_type(v, args[1], f"{path}.{k}") for k, v in value.items()}
+    if hint is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{path}: expected null")
+    if dataclasses.is_dataclass(hint):
+        raise ConfigError(f"{path}: expected a mapping of {hint.__name__} keys, got {value!r}")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool):
+        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    if not isinstance(value, hint):
+        raise ConfigError(f"{path}: expected {_describe(hint)}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is Union:
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(hint))
+    return getattr(hint, "__name__", str(hint))
+
+
+def _check_entries(entries: LossList, section: str) -> None:
+    for index, entry in enumerate(entries):
+        if len(entry) != 1:
+            raise ConfigError(
+                f"{section}[{index}]: each entry is one name with its parameters, e.g. "
+                f"'- CELoss: {{weight: 1.0}}'; got keys {list(entry)}"
+            )
+
+
+def _check_consistency(config: Config) -> None:
+    _check_entries(config.Loss.Train, "Loss.Train")
+    _check_entries(config.Loss.Eval, "Loss.Eval")
+    _check_entries(config.Metric.Eval, "Metric.Eval")
+    if not config.Loss.Train:
+        raise ConfigError("Loss.Train is empty; add at least one loss, e.g. '- CELoss: {weight: 1.0}'")
+    for entry in config.Metric.Eval:
+        (name,) = entry
+        if name not in ("Recallk", "mAP"):
+            raise ConfigError(f"Metric.Eval: unknown metric {name!r}; use Recallk (with topk) or mAP")
+    for k in config.recall_ks():
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"Metric.Eval.Recallk.topk: {k!r} is not a positive integer")
+    positive = {
+        "Global.epochs": (config.Global.epochs, 0),
+        "Global.eval_interval": (config.Global.eval_interval, 1),
+        "Global.save_interval": (config.Global.save_interval, 1),
+        "Global.print_batch_step": (config.Global.print_batch_step, 1),
+        "Global.image_size": (config.Global.image_size, 16),
+        "DataLoader.batch_size": (config.DataLoader.batch_size, 2),
+        "DataLoader.sample_per_id": (config.DataLoader.sample_per_id, 1),
+        "DataLoader.eval_batch_size": (config.DataLoader.eval_batch_size, 1),
+        "Arch.Neck.class_num": (config.Arch.Neck.class_num, 1),
+    }
+    for key, (value, minimum) in positive.items():
+        if value < minimum:
+            raise ConfigError(f"{key} must be >= {minimum}, got {value}")
+    for key in ("horizontal_flip", "random_erasing"):
+        value = getattr(config.DataLoader, key)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"DataLoader.{key} is a probability in [0, 1], got {value}")
+    head = config.Arch.Head
+    if head is not None and head.name == "FC" and (head.margin is not None or head.scale is not None):
+        raise ConfigError("Arch.Head: margin and scale belong to the ArcMargin head; remove them for the FC head")

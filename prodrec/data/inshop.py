@@ -1,0 +1,92 @@
+"""Reader for DeepFashion In-shop Clothes Retrieval (``Eval/list_eval_partition.txt`` + ``img/``)."""
+from __future__ import annotations
+
+import os
+
+from prodrec.data.dataset import (ImageList, RetrievalSplits, _check_query_gallery, _missing_file_problems,
+                                  _raise_problems, _read_lines)
+
+__all__ = ["read_inshop"]
+
+_PARTITION_FILE = os.path.join("Eval", "list_eval_partition.txt")
+_HEADER = ("image_name", "item_id", "evaluation_status")
+_STATUSES = ("train", "query", "gallery")
+
+
+def read_inshop(root: str | os.PathLike, *, check_files: bool = True) -> RetrievalSplits:
+    """Read the In-shop train / query / gallery splits.
+
+    Train labels are the sorted train item ids mapped to ``0..C-1``; query and gallery share one mapping
+    over the test item ids. Every problem in the partition file is reported at once, with line numbers.
+
+    Args:
+        root: The folder that holds ``Eval/list_eval_partition.txt`` and the ``img/`` tree.
+        check_files: Also check that every listed image exists.
+
+    Raises:
+        FileNotFoundError: ``root`` or the partition file does not exist.
+        ValueError: The partition file is invalid (all problems listed), or no query item has a gallery image.
+    """
+    root = os.path.abspath(os.fspath(root))
+    partition = os.path.join(root, _PARTITION_FILE)
+    if not os.path.isfile(partition):
+        raise FileNotFoundError(
+            f"DeepFashion In-shop partition file not found: {partition}. Expected layout: "
+            f"<root>/{_PARTITION_FILE.replace(os.sep, '/')} and the images under <root>/img/...; "
+            "pass the folder that holds Eval/ and img/ as root")
+    lines = _read_lines(partition)
+    problems: list[str] = []
+
+    declared = None
+    try:
+        declared = int(lines[0])
+    except (IndexError, ValueError):
+        problems.append(f"{partition}:1: expected the number of images, got {lines[0] if lines else ''!r}")
+    if len(lines) < 2 or tuple(lines[1].split()) != _HEADER:
+        header = lines[1] if len(lines) > 1 else ""
+        problems.append(f"{partition}:2: expected the header {' '.join(_HEADER)!r}, got {header!r}")
+
+    rows: dict[str, list[tuple[int, str, str]]] = {status: [] for status in _STATUSES}
+    first_line: dict[str, int] = {}
+    num_rows = 0
+    for number, line in enumerate(lines[2:], start=3):
+        fields = line.split()
+        if not fields:
+            continue
+        num_rows += 1
+        if len(fields) != 3:
+            problems.append(f"{partition}:{number}: expected 3 fields '{' '.join(_HEADER)}', "
+                            f"got {len(fields)}: {line.strip()!r}")
+            continue
+        name, item, status = fields
+        if status not in rows:
+            problems.append(f"{partition}:{number}: unknown evaluation_status {status!r} "
+                            f"(expected one of {', '.join(_STATUSES)})")
+            continue
+        if name in first_line:
+            problems.append(f"{partition}:{number}: duplicate image {name} (first listed on line "
+                            f"{first_line[name]})")
+            continue
+        first_line[name] = number
+        rows[status].append((number, os.path.join(root, name), item))
+
+    if declared is not None and declared != num_rows:
+        problems.append(f"{partition}:1: says {declared} images but the file lists {num_rows} rows")
+    for status, entries in rows.items():
+        if not entries:
+            problems.append(f"{partition}: no '{status}' rows (the {status} split is empty)")
+    if check_files:
+        located = sorted((number, path) for split in rows.values() for number, path, _ in split)
+        problems.extend(_missing_file_problems([(f"{partition}:{number}", path) for number, path in located],
+                                               root, "root must be the folder that holds Eval/ and img/"))
+    _raise_problems(problems, f"invalid DeepFashion In-shop partition {partition}")
+
+    def listing(entries: list[tuple[int, str, str]], classes: list[str] | None = None) -> ImageList:
+        return ImageList.from_names([path for _, path, _ in entries], [item for _, _, item in entries],
+                                    classes=classes)
+
+    test_items = sorted({item for status in ("query", "gallery") for _, _, item in rows[status]})
+    splits = RetrievalSplits(train=listing(rows["train"]), query=listing(rows["query"], test_items),
+                             gallery=listing(rows["gallery"], test_items))
+    return _check_query_gallery(splits, f"DeepFashion In-shop partition {partition}")
+

@@ -1,0 +1,384 @@
+"""A deterministic synthetic product data set written in the DeepFashion In-shop layout.
+
+Each item is a product (box, bottle, can, jar, bag or carton silhouette) with body colours drawn from a small
+shared palette, a pattern, a geometric logo and/or a brand string. Its views vary pose, scale, position,
+background, clutter, lighting, blur and noise, so items are not separable by colour alone. Every image depends
+only on ``(seed, item, view, image_size)``, never on generation order or on the number of items.
+"""
+from __future__ import annotations
+
+import json
+import operator
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+__all__ = ["SyntheticInfo", "make_synthetic_inshop"]
+
+_MARKER = ".prodrec_synthetic.json"
+_FORMAT_VERSION = 1
+# kind -> (department, category, clothes_type); clothes_type 1 = rigid, 2 = cylinder, 3 = flexible.
+_KINDS = {"box": ("HOME", "Boxes", 1), "carton": ("FOOD", "Cartons", 1), "jar": ("FOOD", "Jars", 1),
+          "bottle": ("FOOD", "Bottles", 2), "can": ("FOOD", "Cans", 2), "bag": ("HOME", "Bags", 3)}
+_ASPECTS = {"box": (0.7, 1.5), "carton": (1.6, 2.2), "jar": (0.9, 1.4), "bottle": (2.0, 3.0),
+            "can": (1.3, 2.0), "bag": (1.1, 1.5)}  # height / width
+_VIEW_WORDS = ("front", "side", "back", "full", "additional")
+_PALETTE = np.array([(235, 235, 230), (30, 30, 35), (200, 40, 40), (240, 200, 40), (40, 150, 70),
+                     (40, 80, 190), (240, 130, 30), (120, 50, 150), (120, 75, 40), (60, 170, 190)],
+                    np.float32)[:, ::-1]  # written as RGB, stored as BGR for cv2
+_PATTERNS = ("plain", "stripes", "dots", "bands", "checks")
+_LOGOS = ("circle", "ring", "triangle", "diamond", "star", "cross")
+_FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
+          cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_SCRIPT_SIMPLEX)
+
+
+@dataclass(frozen=True)
+class SyntheticInfo:
+    """What :func:`make_synthetic_inshop` wrote (image counts per split)."""
+
+    root: Path
+    num_images: int
+    num_train_items: int
+    num_test_items: int
+    num_train: int
+    num_query: int
+    num_gallery: int
+
+
+def _colour(rng: np.random.Generator, *, avoid: int = -1) -> int:
+    """A palette index different from ``avoid``."""
+    if avoid < 0:
+        return int(rng.integers(len(_PALETTE)))
+    index = int(rng.integers(len(_PALETTE) - 1))
+    return index + (index >= avoid)
+
+
+def _pattern_mask(rng: np.random.Generator, size: int, period: float) -> np.ndarray:
+    """A boolean pattern (stripes, dots, bands, checks or none) over a ``size`` square."""
+    kind = _PATTERNS[int(rng.integers(len(_PATTERNS)))]
+    y, x = np.ogrid[0:size, 0:size]
+    y, x = y.astype(np.float32), x.astype(np.float32)
+    if kind == "stripes":
+        angle = np.deg2rad(rng.choice([0.0, 90.0, 45.0, -45.0]) + rng.uniform(-10, 10))
+        return ((x * np.cos(angle) + y * np.sin(angle)) / period) % 1.0 < rng.uniform(0.3, 0.6)
+    if kind == "dots":
+        cell = (x / period) % 1.0 - 0.5, ((y / period) + 0.5 * (x // period)) % 1.0 - 0.5
+        return cell[0] ** 2 + cell[1] ** 2 < rng.uniform(0.2, 0.35) ** 2
+    if kind == "bands":
+        mask = np.zeros((size, size), bool)
+        for _ in range(int(rng.integers(1, 4))):
+            top = rng.uniform(0.05, 0.9) * size
+            mask |= (y >= top) & (y < top + rng.uniform(0.05, 0.15) * size)
+        return mask
+    if kind == "checks":
+        return ((x // period) + (y // period)) % 2 == 1
+    return np.zeros((size, size), bool)
+
+
+def _silhouette(kind: str, rng: np.random.Generator, box: tuple, body: np.ndarray, img: np.ndarray,
+                mask: np.ndarray) -> tuple:
+    """Draw the kind's parts other than the (patterned) body into ``img`` and ``mask``.
+
+    Returns:
+        The body's mask and the rectangle (x0, y0, x1, y1) where the brand is printed.
+    """
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    xc = (x0 + x1) / 2
+    body_mask = np.zeros_like(mask)
+    part = _PALETTE[_colour(rng)].tolist()
+
+    def poly(target: np.ndarray, points: list, value) -> None:
+        cv2.fillPoly(target, [np.round(np.array(points)).astype(np.int32)], value, cv2.LINE_AA)
+
+    def parts(points: list, value) -> None:
+        poly(img, points, value)
+        poly(mask, points, 255)
+
+    if kind == "box":
+        d = w * rng.uniform(0.1, 0.2)
+        poly(body_mask, [(x0, y0 + d), (x1 - d, y0 + d), (x1 - d, y1), (x0, y1)], 255)
+        parts([(x0, y0 + d), (x0 + d, y0), (x1, y0), (x1 - d, y0 + d)], np.minimum(body * 1.25 + 20, 255).tolist())
+        parts([(x1 - d, y0 + d), (x1, y0), (x1, y1 - d), (x1 - d, y1)], (body * 0.65).tolist())
+        return body_mask, (x0, y0 + d, x1 - d, y1)
+    if kind == "carton":
+        g, f = h * rng.uniform(0.18, 0.28), h * 0.06
+        poly(body_mask, [(x0, y0 + g), (x1, y0 + g), (x1, y1), (x0, y1)], 255)
+        parts([(x0, y0 + g), (x0 + 0.15 * w, y0 + f), (x1 - 0.15 * w, y0 + f), (x1, y0 + g)], part)
+        parts([(x0 + 0.15 * w, y0), (x1 - 0.15 * w, y0), (x1 - 0.15 * w, y0 + f), (x0 + 0.15 * w, y0 + f)], part)
+        return body_mask, (x0, y0 + g, x1, y1)
+    if kind == "bottle":
+        neck, cap = w * rng.uniform(0.3, 0.45) / 2, y0 + h * rng.uniform(0.07, 0.12)
+        shoulder, top = y0 + h * rng.uniform(0.3, 0.4), y0 + h * rng.uniform(0.15, 0.2)
+        t = np.linspace(0, 1, 8)[:, None]
+        curve = (1 - t) ** 2 * [x0, shoulder] + 2 * t * (1 - t) * [x0, top] + t ** 2 * [xc - neck, top]
+        left = [(x0, y1), *curve.tolist(), (xc - neck, cap)]
+        poly(body_mask, left + [(2 * xc - px, py) for px, py in reversed(left)], 255)
+        parts([(xc - neck * 1.15, y0), (xc + neck * 1.15, y0), (xc + neck * 1.15, cap), (xc - neck * 1.15, cap)], part)
+        return body_mask, (x0, shoulder + 0.05 * h, x1, y1 - 0.05 * h)
+    if kind == "can":
+        e = w * rng.uniform(0.08, 0.14)
+        poly(body_mask, [(x0, y0 + e), (x1, y0 + e), (x1, y1 - e), (x0, y1 - e)], 255)
+        cv2.ellipse(body_mask, (round(xc), round(y1 - e)), (round(w / 2), round(e)), 0, 0, 360, 255, -1, cv2.LINE_AA)
+        for target, value in ((img, (185, 185, 190)), (mask, 255)):
+            cv2.ellipse(target, (round(xc), round(y0 + e)), (round(w / 2), round(e)), 0, 0, 360, value, -1, cv2.LINE_AA)
+        return body_mask, (x0, y0 + 2 * e, x1, y1 - 2 * e)
+    if kind == "jar":
+        lid, r = h * rng.uniform(0.1, 0.16), w * rng.uniform(0.08, 0.18)
+        cv2.rectangle(body_mask, (round(x0 + r), round(y0 + lid)), (round(x1 - r), round(y1)), 255, -1)
+        cv2.rectangle(body_mask, (round(x0), round(y0 + lid + r)), (round(x1), round(y1 - r)), 255, -1)
+        for cx, cy in ((x0 + r, y0 + lid + r), (x1 - r, y0 + lid + r), (x0 + r, y1 - r), (x1 - r, y1 - r)):
+            cv2.circle(body_mask, (round(cx), round(cy)), round(r), 255, -1, cv2.LINE_AA)
+        parts([(x0 + 0.06 * w, y0), (x1 - 0.06 * w, y0), (x1 - 0.06 * w, y0 + lid), (x0 + 0.06 * w, y0 + lid)], part)
+        return body_mask, (x0, y0 + lid + 0.15 * h, x1, y1 - 0.15 * h)
+    teeth, z = int(rng.integers(8, 15)), h * 0.04  # bag: a pouch with crimped top and bottom edges
+    xs = np.linspace(x0 + 0.04 * w, x1 - 0.04 * w, 2 * teeth + 1)
+    top_edge = [(x, y0 + z * (i % 2)) for i, x in enumerate(xs)]
+    bottom_edge = [(x, y1 - z * (i % 2)) for i, x in enumerate(xs)][::-1]
+    poly(body_mask, top_edge + [(x1, (y0 + y1) / 2)] + bottom_edge + [(x0, (y0 + y1) / 2)], 255)
+    return body_mask, (x0 + 0.1 * w, y0 + 0.15 * h, x1 - 0.1 * w, y1 - 0.15 * h)
+
+
+def _print_brand(rng: np.random.Generator, img: np.ndarray, label: tuple, under: int) -> None:
+    """Print a geometric logo and/or a brand string inside ``label`` on a background of palette colour ``under``."""
+    x0, y0, x1, y1 = label
+    w, h = x1 - x0, y1 - y0
+    has_logo, has_text = [(True, True), (True, False), (False, True)][int(rng.choice(3, p=[0.6, 0.2, 0.2]))]
+    if has_logo:
+        logo, colour = _LOGOS[int(rng.integers(len(_LOGOS)))], _PALETTE[_colour(rng, avoid=under)].tolist()
+        r = min(w, h) * (rng.uniform(0.18, 0.28) if has_text else rng.uniform(0.25, 0.4))
+        cx, cy = (x0 + x1) / 2 + rng.uniform(-0.15, 0.15) * w, y0 + (0.3 if has_text else 0.5) * h
+        radii = {"triangle": [r] * 3, "diamond": [r] * 4, "star": [r, 0.45 * r] * 5}.get(logo)
+        if radii:
+            angles = rng.uniform(0, 2 * np.pi) + np.arange(len(radii)) * 2 * np.pi / len(radii)
+            pts = [(cx + q * np.cos(a), cy + q * np.sin(a)) for q, a in zip(radii, angles)]
+            cv2.fillPoly(img, [np.round(np.array(pts)).astype(np.int32)], colour, cv2.LINE_AA)
+        elif logo == "cross":
+            for dx, dy in ((r, 0.35 * r), (0.35 * r, r)):
+                cv2.rectangle(img, (round(cx - dx), round(cy - dy)), (round(cx + dx), round(cy + dy)), colour, -1)
+        else:
+            cv2.circle(img, (round(cx), round(cy)), round(r), colour, -1 if logo == "circle" else max(1, round(r / 3)),
+                       cv2.LINE_AA)
+    if has_text:
+        brand = "".join(rng.choice(list("ABCDEFGHIKLMNOPRSTUVXZ"), int(rng.integers(3, 7))))
+        font, colour = _FONTS[int(rng.integers(len(_FONTS)))], _PALETTE[_colour(rng, avoid=under)].tolist()
+        thickness = max(1, round(w / 40 * rng.uniform(0.6, 1.4)))
+        (tw, th), _ = cv2.getTextSize(brand, font, 1.0, thickness)
+        scale = w * rng.uniform(0.6, 0.9) / tw
+        origin = (round(x0 + (w - tw * scale) / 2), round(y0 + (0.78 if has_logo else 0.5) * h + th * scale / 2))
+        cv2.putText(img, brand, origin, font, scale, colour, thickness, cv2.LINE_AA)
+
+
+def _render_item(seed: int, item: int, size: int) -> tuple:
+    """The item's canonical picture: BGRA float32 image (alpha 0-255), product rectangle and kind."""
+    rng = np.random.default_rng([seed, 0, item])
+    kind = list(_KINDS)[int(rng.integers(len(_KINDS)))]
+    aspect = rng.uniform(*_ASPECTS[kind])
+    w, h = (0.9 * size / aspect, 0.9 * size) if aspect >= 1 else (0.9 * size, 0.9 * size * aspect)
+    box = ((size - w) / 2, (size - h) / 2, (size + w) / 2, (size + h) / 2)
+    body_index = _colour(rng)
+    body, accent = _PALETTE[body_index], _PALETTE[_colour(rng, avoid=body_index)]
+    img = np.where(_pattern_mask(rng, size, w * rng.uniform(0.12, 0.3))[..., None], accent, body).astype(np.uint8)
+    mask = np.zeros((size, size), np.uint8)
+    body_mask, label = _silhouette(kind, rng, box, body, img, mask)
+    mask = np.maximum(mask, body_mask)
+    under = body_index
+    if rng.random() < 0.5:  # a label patch in its own colour under the brand
+        under = _colour(rng, avoid=body_index)
+        lx0, ly0, lx1, ly1 = label
+        mx, my = (lx1 - lx0) * 0.08, (ly1 - ly0) * 0.08
+        label = (lx0 + mx, ly0 + my, lx1 - mx, ly1 - my)
+        cv2.rectangle(img, (round(label[0]), round(label[1])), (round(label[2]), round(label[3])),
+                      _PALETTE[under].tolist(), -1)
+    _print_brand(rng, img, label, under)
+    img = img.astype(np.float32)
+    if kind in ("bottle", "can", "jar"):  # cylinder shading with a highlight
+        u = np.clip((np.arange(size) - box[0]) / w, 0, 1)
+        img *= (0.7 + 0.3 * np.sin(np.pi * u) + 0.25 * np.exp(-((u - rng.uniform(0.2, 0.4)) / 0.06) ** 2))[None, :, None]
+    return cv2.merge([img, mask.astype(np.float32)]), box, kind
+
+
+def _render_view(seed: int, item: int, view: int, size: int, product: tuple) -> tuple:
+    """One photo of the product: BGR uint8 image and its bounding box (x1, y1, x2, y2), x2/y2 exclusive."""
+    bgra, (x0, y0, x1, y1), _ = product
+    rng = np.random.default_rng([seed, 1, item, view])
+    src = np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], np.float32)
+    corners = (src - src.mean(0)) * rng.uniform(0.9, 1.1, 2) + rng.uniform(-0.08, 0.08, (4, 2)) * (x1 - x0, y1 - y0)
+    angle = np.deg2rad(rng.uniform(-25, 25))
+    corners = corners @ np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
+    corners *= rng.uniform(0.4, 0.9) * size / (corners.max(0) - corners.min(0)).max()
+    low, high = -corners.min(0), size - corners.max(0)
+    dst = (corners + rng.uniform(low, np.maximum(low, high))).astype(np.float32)
+    warped = cv2.warpPerspective(bgra, cv2.getPerspectiveTransform(src, dst), (size, size), flags=cv2.INTER_LINEAR)
+    alpha = cv2.extractChannel(warped, 3)
+    x, y, w, h = cv2.boundingRect((alpha >= 128).astype(np.uint8))
+
+    def colour() -> np.ndarray:
+        return (_PALETTE[_colour(rng)] + rng.uniform(-40, 40, 3)) if rng.random() < 0.5 else rng.uniform(0, 255, 3)
+
+    c1, c2 = colour(), colour()
+    corner_colours = c1 + rng.uniform(0, 1, (2, 2, 1)) * (c2 - c1)  # a gradient in a random direction
+    bg = cv2.resize(corner_colours.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.3:  # a patterned surface (shelf, cloth)
+        shade = _pattern_mask(rng, size, size * rng.uniform(0.05, 0.2)).astype(np.uint8)
+        bg = cv2.copyTo(bg * np.float32(0.7), shade, bg)
+    for _ in range(int(rng.integers(2, 7))):
+        _clutter(rng, bg, size, colour())
+    img = cv2.blendLinear(cv2.cvtColor(warped, cv2.COLOR_BGRA2BGR), bg, alpha, 255 - alpha)
+    if rng.random() < 0.25:  # something in front of the product
+        _clutter(rng, img, size, colour(), near=(x + w / 2, y + h / 2))
+    contrast, mean = rng.uniform(0.7, 1.3), np.mean(cv2.mean(img)[:3])
+    gain = contrast * rng.uniform(0.65, 1.3) * rng.uniform(0.8, 1.2, 3)  # brightness and colour cast
+    offset = (mean * (1 - contrast)) * gain / contrast + rng.uniform(-20, 20)
+    img = cv2.transform(img, np.hstack([np.diag(gain), offset[:, None]]))
+    if rng.random() < 0.35:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.2))
+    if rng.random() < 0.35:
+        noise = rng.standard_normal((size, size), dtype=np.float32) * np.float32(rng.uniform(2, 7))
+        img += cv2.merge([noise] * 3)
+    return np.rint(np.clip(img, 0, 255, out=img)).astype(np.uint8), (x, y, x + w, y + h)
+
+
+def _clutter(rng: np.random.Generator, img: np.ndarray, size: int, colour: np.ndarray, near: tuple = ()) -> None:
+    """Draw one random shape (rectangle, circle or line) into ``img``, centred on ``near`` when given."""
+    centre = np.array(near) + rng.uniform(-0.25, 0.25, 2) * size if near else rng.uniform(0, size, 2)
+    r = rng.uniform(0.05, 0.12 if near else 0.3) * size
+    cx, cy, colour = round(centre[0]), round(centre[1]), colour.tolist()
+    shape = int(rng.integers(3))
+    if shape == 0:
+        cv2.rectangle(img, (cx - round(r), cy - round(r * rng.uniform(0.3, 1))), (cx + round(r), cy + round(r)), colour, -1)
+    elif shape == 1:
+        cv2.circle(img, (cx, cy), round(r), colour, -1, cv2.LINE_AA)
+    else:
+        end = (round(cx + r * rng.uniform(-2, 2)), round(cy + r * rng.uniform(-2, 2)))
+        cv2.line(img, (cx, cy), end, colour, max(1, round(size / 40)), cv2.LINE_AA)
+
+
+def _check_arguments(items, views, image_size, train_fraction, seed) -> dict:
+    """Validate the public arguments once; return them normalised (the marker's content)."""
+    ints = {}
+    for name, value in (("items", items), ("views", views), ("image_size", image_size), ("seed", seed)):
+        if isinstance(value, bool):
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+        try:
+            ints[name] = operator.index(value)
+        except TypeError:
+            raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+    if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float)):
+        raise TypeError(f"train_fraction must be a float in (0, 1), got {train_fraction!r}")
+    limits = {"items": 4, "views": 2, "image_size": 32, "seed": 0}
+    for name, low in limits.items():
+        if ints[name] < low:
+            raise ValueError(f"{name} must be >= {low}; pass {name}={low} or more, got {ints[name]}")
+    if not 0 < train_fraction < 1:
+        raise ValueError(f"train_fraction must be in (0, 1), e.g. train_fraction=0.5, got {train_fraction}")
+    num_train = round(ints["items"] * train_fraction)
+    if not 2 <= num_train <= ints["items"] - 2:
+        raise ValueError(f"train_fraction={train_fraction} with items={ints['items']} gives {num_train} train items; "
+                         f"both splits need >= 2 items: pass a train_fraction nearer 0.5 or more items")
+    return {**ints, "train_fraction": float(train_fraction), "format_version": _FORMAT_VERSION}
+
+
+def _previous_set(root: Path, arguments: dict) -> SyntheticInfo | None:
+    """The info of a complete set with these arguments in ``root``; raise if ``root`` holds foreign files."""
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"root {root} is a file; pass a folder path (new or empty) for the synthetic set")
+    if not root.exists() or not any(root.iterdir()):
+        return None
+    marker = root / _MARKER
+    try:
+        previous = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"root {root} is not empty and holds no synthetic set ({_MARKER} missing or unreadable); "
+                         f"pass an empty or new folder") from None
+    if previous.get("complete") and previous.get("arguments") == arguments:
+        return SyntheticInfo(root=root, **previous["info"])
+    for name in ("img", "Eval", "Anno"):  # an older or interrupted synthetic set: replace it
+        shutil.rmtree(root / name, ignore_errors=True)
+    return None
+
+
+def _write_marker(root: Path, arguments: dict, info: SyntheticInfo | None) -> None:
+    content = {"generator": "prodrec.data.synthetic.make_synthetic_inshop", "arguments": arguments,
+               "complete": info is not None}
+    if info is not None:
+        content["info"] = {k: v for k, v in asdict(info).items() if k != "root"}
+    (root / _MARKER).write_text(json.dumps(content, indent=2) + "\n")
+
+
+def _write_listing(path: Path, header: str, rows: list) -> None:
+    """An In-shop listing: the row count, the header, then rows whose image name is padded with spaces."""
+    width = max(len(row[0]) for row in rows) + 8
+    lines = [str(len(rows)), header, *(f"{row[0]:<{width}}" + "  ".join(row[1:]) for row in rows)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def make_synthetic_inshop(root: str | os.PathLike, *, items: int = 200, views: int = 8, image_size: int = 96,
+                          train_fraction: float = 0.5, seed: int = 0, progress: bool = True) -> SyntheticInfo:
+    """Write a synthetic product set in the DeepFashion In-shop layout.
+
+    Writes ``root/img/<DEPT>/<Category>/id_XXXXXXXX/NN_V_<view>.jpg`` (``V`` is the 1-based index of the view word
+    in front/side/back/full/additional, cycled, and ``NN`` counts the cycles), ``root/Eval/list_eval_partition.txt``
+    and ``root/Anno/list_bbox_inshop.txt`` (x_2 and y_2 exclusive). The first ``round(items * train_fraction)`` items
+    of a seeded shuffle are train; each test item's views are split into query and gallery (at least one each).
+    A set already written by this function with the same arguments is reused as is; one with other arguments is
+    replaced.
+
+    Args:
+        root: Folder to write into: new, empty, or holding a previous synthetic set.
+        items: Number of products (>= 4).
+        views: Images per product (>= 2).
+        image_size: Side of the square images in pixels (>= 32).
+        train_fraction: Share of the items used for training, in (0, 1).
+        seed: Non-negative seed; every image depends only on (seed, item, view, image_size).
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        The counts of what was written.
+
+    Example:
+        >>> info = make_synthetic_inshop("data/synthetic", items=40, views=4, progress=False)  # doctest: +SKIP
+    """
+    arguments = _check_arguments(items, views, image_size, train_fraction, seed)
+    items, views, image_size, seed = (arguments[k] for k in ("items", "views", "image_size", "seed"))
+    root = Path(root)
+    previous = _previous_set(root, arguments)
+    if previous is not None:
+        return previous
+    root.mkdir(parents=True, exist_ok=True)
+    _write_marker(root, arguments, None)
+    order = np.random.default_rng([seed, 3]).permutation(np.arange(1, items + 1))
+    train_items = set(order[: round(items * train_fraction)].tolist())
+    partition, boxes = [], []
+    with tqdm(total=items * views, disable=not progress, desc="synthetic In-shop", unit="img") as bar:
+        for item in range(1, items + 1):
+            product = _render_item(seed, item, image_size)
+            dept, category, clothes_type = _KINDS[product[2]]
+            folder = f"img/{dept}/{category}/id_{item:08d}"
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            split = np.random.default_rng([seed, 2, item])
+            num_query = views // 2 + (views % 2) * int(split.integers(2))
+            queries = set(split.permutation(views)[:num_query].tolist())
+            for view in range(views):
+                image, (x1, y1, x2, y2) = _render_view(seed, item, view, image_size, product)
+                word = view % len(_VIEW_WORDS)
+                name = f"{folder}/{view // len(_VIEW_WORDS) + 1:02d}_{word + 1}_{_VIEW_WORDS[word]}.jpg"
+                cv2.imwrite(str(root / name), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+                status = "train" if item in train_items else "query" if view in queries else "gallery"
+                partition.append((name, f"id_{item:08d}", status))
+                boxes.append((name, str(clothes_type), str(word + 1), *(f"{c:03d}" for c in (x1, y1, x2, y2))))
+                bar.update()
+    _write_listing(root / "Eval/list_eval_partition.txt", "image_name item_id evaluation_status", partition)
+    _write_listing(root / "Anno/list_bbox_inshop.txt", "image_name clothes_type pose_type x_1 y_1 x_2 y_2", boxes)
+    statuses = [row[2] for row in partition]
+    info = SyntheticInfo(root=root, num_images=len(partition), num_train_items=len(train_items),
+                         num_test_items=items - len(train_items), num_train=statuses.count("train"),
+                         num_query=statuses.count("query"), num_gallery=statuses.count("gallery"))
+    _write_marker(root, arguments, info)
+    return info
