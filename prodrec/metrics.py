@@ -140,7 +140,7 @@ def retrieval_metrics(
         rows = slice(start, min(start + block, num_queries))
         hits = gallery[ranked[rows]] == queries[rows, None]
         if keep_mask is not None:
-            hits = hits | np.take_along_axis(keep_mask[rows], ranked[rows], axis=1)
+            hits &= np.take_along_axis(keep_mask[rows], ranked[rows], axis=1)
         num_relevant[rows] = _count_relevant(queries, gallery, keep_mask, rows)
         hit_rows, hit_cols = np.nonzero(hits)
         hits_per_row = np.bincount(hit_rows, minlength=hits.shape[0])
