@@ -8,7 +8,6 @@ only on ``(seed, item, view, image_size)``, never on generation order or on the 
 from __future__ import annotations
 
 import json
-import operator
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -21,7 +20,8 @@ from tqdm import tqdm
 __all__ = ["SyntheticInfo", "make_synthetic_inshop"]
 
 _MARKER = ".prodrec_synthetic.json"
-_FORMAT_VERSION = 1
+_GENERATOR = "prodrec.data.synthetic.make_synthetic_inshop"
+_FORMAT_VERSION = 1  # bump when the pictures change, so that older sets are regenerated
 # kind -> (department, category, clothes_type); clothes_type 1 = rigid, 2 = cylinder, 3 = flexible.
 _KINDS = {"box": ("HOME", "Boxes", 1), "carton": ("FOOD", "Cartons", 1), "jar": ("FOOD", "Jars", 1),
           "bottle": ("FOOD", "Bottles", 2), "can": ("FOOD", "Cans", 2), "bag": ("HOME", "Bags", 3)}
@@ -80,68 +80,67 @@ def _pattern_mask(rng: np.random.Generator, size: int, period: float) -> np.ndar
     return np.zeros((size, size), bool)
 
 
-def _silhouette(kind: str, rng: np.random.Generator, box: tuple, body: np.ndarray, img: np.ndarray,
-                mask: np.ndarray) -> tuple:
-    """Draw the kind's parts other than the (patterned) body into ``img`` and ``mask``.
+def _draw_product(kind: str, rng: np.random.Generator, box: tuple, body: np.ndarray, img: np.ndarray,
+                  mask: np.ndarray) -> tuple:
+    """Draw the kind's silhouette into ``mask`` and its unpatterned parts (cap, lid, faces) into ``img``.
 
     Returns:
-        The body's mask and the rectangle (x0, y0, x1, y1) where the brand is printed.
+        The rectangle (x0, y0, x1, y1) where the brand is printed.
     """
     x0, y0, x1, y1 = box
-    w, h = x1 - x0, y1 - y0
-    xc = (x0 + x1) / 2
-    body_mask = np.zeros_like(mask)
+    w, h, xc = x1 - x0, y1 - y0, (x0 + x1) / 2
     part = _PALETTE[_colour(rng)].tolist()
 
-    def poly(target: np.ndarray, points: list, value) -> None:
-        cv2.fillPoly(target, [np.round(np.array(points)).astype(np.int32)], value, cv2.LINE_AA)
+    def shape(points: list, colour: list | None = None) -> None:
+        points = [np.round(np.array(points)).astype(np.int32)]
+        cv2.fillPoly(mask, points, 255, cv2.LINE_AA)
+        if colour is not None:
+            cv2.fillPoly(img, points, colour, cv2.LINE_AA)
 
-    def parts(points: list, value) -> None:
-        poly(img, points, value)
-        poly(mask, points, 255)
+    def rect(left: float, top: float, right: float, bottom: float, colour: list | None = None) -> None:
+        shape([(left, top), (right, top), (right, bottom), (left, bottom)], colour)
 
-    if kind == "box":
+    if kind == "box":  # front face, lit top face, shaded side face
         d = w * rng.uniform(0.1, 0.2)
-        poly(body_mask, [(x0, y0 + d), (x1 - d, y0 + d), (x1 - d, y1), (x0, y1)], 255)
-        parts([(x0, y0 + d), (x0 + d, y0), (x1, y0), (x1 - d, y0 + d)], np.minimum(body * 1.25 + 20, 255).tolist())
-        parts([(x1 - d, y0 + d), (x1, y0), (x1, y1 - d), (x1 - d, y1)], (body * 0.65).tolist())
-        return body_mask, (x0, y0 + d, x1 - d, y1)
-    if kind == "carton":
+        rect(x0, y0 + d, x1 - d, y1)
+        shape([(x0, y0 + d), (x0 + d, y0), (x1, y0), (x1 - d, y0 + d)], np.minimum(body * 1.25 + 20, 255).tolist())
+        shape([(x1 - d, y0 + d), (x1, y0), (x1, y1 - d), (x1 - d, y1)], (body * 0.65).tolist())
+        return x0, y0 + d, x1 - d, y1
+    if kind == "carton":  # body, gable roof and fin
         g, f = h * rng.uniform(0.18, 0.28), h * 0.06
-        poly(body_mask, [(x0, y0 + g), (x1, y0 + g), (x1, y1), (x0, y1)], 255)
-        parts([(x0, y0 + g), (x0 + 0.15 * w, y0 + f), (x1 - 0.15 * w, y0 + f), (x1, y0 + g)], part)
-        parts([(x0 + 0.15 * w, y0), (x1 - 0.15 * w, y0), (x1 - 0.15 * w, y0 + f), (x0 + 0.15 * w, y0 + f)], part)
-        return body_mask, (x0, y0 + g, x1, y1)
-    if kind == "bottle":
-        neck, cap = w * rng.uniform(0.3, 0.45) / 2, y0 + h * rng.uniform(0.07, 0.12)
+        rect(x0, y0 + g, x1, y1)
+        shape([(x0, y0 + g), (x0 + 0.15 * w, y0 + f), (x1 - 0.15 * w, y0 + f), (x1, y0 + g)], part)
+        rect(x0 + 0.15 * w, y0, x1 - 0.15 * w, y0 + f, part)
+        return x0, y0 + g, x1, y1
+    if kind == "bottle":  # body with curved shoulders, neck and cap
+        neck, cap = w * rng.uniform(0.15, 0.22), y0 + h * rng.uniform(0.07, 0.12)
         shoulder, top = y0 + h * rng.uniform(0.3, 0.4), y0 + h * rng.uniform(0.15, 0.2)
         t = np.linspace(0, 1, 8)[:, None]
         curve = (1 - t) ** 2 * [x0, shoulder] + 2 * t * (1 - t) * [x0, top] + t ** 2 * [xc - neck, top]
         left = [(x0, y1), *curve.tolist(), (xc - neck, cap)]
-        poly(body_mask, left + [(2 * xc - px, py) for px, py in reversed(left)], 255)
-        parts([(xc - neck * 1.15, y0), (xc + neck * 1.15, y0), (xc + neck * 1.15, cap), (xc - neck * 1.15, cap)], part)
-        return body_mask, (x0, shoulder + 0.05 * h, x1, y1 - 0.05 * h)
-    if kind == "can":
+        shape(left + [(2 * xc - px, py) for px, py in reversed(left)])
+        rect(xc - 1.15 * neck, y0, xc + 1.15 * neck, cap, part)
+        return x0, shoulder + 0.05 * h, x1, y1 - 0.05 * h
+    if kind == "can":  # cylinder with a metal lid
         e = w * rng.uniform(0.08, 0.14)
-        poly(body_mask, [(x0, y0 + e), (x1, y0 + e), (x1, y1 - e), (x0, y1 - e)], 255)
-        cv2.ellipse(body_mask, (round(xc), round(y1 - e)), (round(w / 2), round(e)), 0, 0, 360, 255, -1, cv2.LINE_AA)
-        for target, value in ((img, (185, 185, 190)), (mask, 255)):
-            cv2.ellipse(target, (round(xc), round(y0 + e)), (round(w / 2), round(e)), 0, 0, 360, value, -1, cv2.LINE_AA)
-        return body_mask, (x0, y0 + 2 * e, x1, y1 - 2 * e)
-    if kind == "jar":
+        rect(x0, y0 + e, x1, y1 - e)
+        axes = (round(w / 2), round(e))
+        cv2.ellipse(mask, (round(xc), round(y1 - e)), axes, 0, 0, 360, 255, -1, cv2.LINE_AA)
+        for target, colour in ((img, (185, 185, 190)), (mask, 255)):
+            cv2.ellipse(target, (round(xc), round(y0 + e)), axes, 0, 0, 360, colour, -1, cv2.LINE_AA)
+        return x0, y0 + 2 * e, x1, y1 - 2 * e
+    if kind == "jar":  # body with bevelled corners under a lid
         lid, r = h * rng.uniform(0.1, 0.16), w * rng.uniform(0.08, 0.18)
-        cv2.rectangle(body_mask, (round(x0 + r), round(y0 + lid)), (round(x1 - r), round(y1)), 255, -1)
-        cv2.rectangle(body_mask, (round(x0), round(y0 + lid + r)), (round(x1), round(y1 - r)), 255, -1)
-        for cx, cy in ((x0 + r, y0 + lid + r), (x1 - r, y0 + lid + r), (x0 + r, y1 - r), (x1 - r, y1 - r)):
-            cv2.circle(body_mask, (round(cx), round(cy)), round(r), 255, -1, cv2.LINE_AA)
-        parts([(x0 + 0.06 * w, y0), (x1 - 0.06 * w, y0), (x1 - 0.06 * w, y0 + lid), (x0 + 0.06 * w, y0 + lid)], part)
-        return body_mask, (x0, y0 + lid + 0.15 * h, x1, y1 - 0.15 * h)
+        shape([(x0 + r, y0 + lid), (x1 - r, y0 + lid), (x1, y0 + lid + r), (x1, y1 - r), (x1 - r, y1),
+               (x0 + r, y1), (x0, y1 - r), (x0, y0 + lid + r)])
+        rect(x0 + 0.06 * w, y0, x1 - 0.06 * w, y0 + lid, part)
+        return x0, y0 + lid + 0.15 * h, x1, y1 - 0.15 * h
     teeth, z = int(rng.integers(8, 15)), h * 0.04  # bag: a pouch with crimped top and bottom edges
     xs = np.linspace(x0 + 0.04 * w, x1 - 0.04 * w, 2 * teeth + 1)
     top_edge = [(x, y0 + z * (i % 2)) for i, x in enumerate(xs)]
     bottom_edge = [(x, y1 - z * (i % 2)) for i, x in enumerate(xs)][::-1]
-    poly(body_mask, top_edge + [(x1, (y0 + y1) / 2)] + bottom_edge + [(x0, (y0 + y1) / 2)], 255)
-    return body_mask, (x0 + 0.1 * w, y0 + 0.15 * h, x1 - 0.1 * w, y1 - 0.15 * h)
+    shape(top_edge + [(x1, (y0 + y1) / 2)] + bottom_edge + [(x0, (y0 + y1) / 2)])
+    return x0 + 0.1 * w, y0 + 0.15 * h, x1 - 0.1 * w, y1 - 0.15 * h
 
 
 def _print_brand(rng: np.random.Generator, img: np.ndarray, label: tuple, under: int) -> None:
@@ -185,8 +184,7 @@ def _render_item(seed: int, item: int, size: int) -> tuple:
     body, accent = _PALETTE[body_index], _PALETTE[_colour(rng, avoid=body_index)]
     img = np.where(_pattern_mask(rng, size, w * rng.uniform(0.12, 0.3))[..., None], accent, body).astype(np.uint8)
     mask = np.zeros((size, size), np.uint8)
-    body_mask, label = _silhouette(kind, rng, box, body, img, mask)
-    mask = np.maximum(mask, body_mask)
+    label = _draw_product(kind, rng, box, body, img, mask)
     under = body_index
     if rng.random() < 0.5:  # a label patch in its own colour under the brand
         under = _colour(rng, avoid=body_index)
@@ -259,29 +257,24 @@ def _clutter(rng: np.random.Generator, img: np.ndarray, size: int, colour: np.nd
         cv2.line(img, (cx, cy), end, colour, max(1, round(size / 40)), cv2.LINE_AA)
 
 
-def _check_arguments(items, views, image_size, train_fraction, seed) -> dict:
-    """Validate the public arguments once; return them normalised (the marker's content)."""
-    ints = {}
-    for name, value in (("items", items), ("views", views), ("image_size", image_size), ("seed", seed)):
-        if isinstance(value, bool):
-            raise TypeError(f"{name} must be an integer, got {value!r}")
-        try:
-            ints[name] = operator.index(value)
-        except TypeError:
-            raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
-    if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float)):
-        raise TypeError(f"train_fraction must be a float in (0, 1), got {train_fraction!r}")
-    limits = {"items": 4, "views": 2, "image_size": 32, "seed": 0}
-    for name, low in limits.items():
-        if ints[name] < low:
-            raise ValueError(f"{name} must be >= {low}; pass {name}={low} or more, got {ints[name]}")
+def _check_arguments(items: int, views: int, image_size: int, train_fraction: float, seed: int) -> dict:
+    """Validate the public arguments (all problems at once); return them normalised, as the marker stores them."""
+    ints = {"items": items, "views": views, "image_size": image_size, "seed": seed}
+    for name, value in [*ints.items(), ("train_fraction", train_fraction)]:
+        kinds = (int, np.integer) if name in ints else (int, float, np.integer, np.floating)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise TypeError(f"make_synthetic_inshop: {name} must be a number, got {type(value).__name__} {value!r}")
+    problems = [f"{name} must be >= {low}, got {ints[name]} (pass {name}={low} or more)"
+                for name, low in (("items", 4), ("views", 2), ("image_size", 32), ("seed", 0)) if ints[name] < low]
     if not 0 < train_fraction < 1:
-        raise ValueError(f"train_fraction must be in (0, 1), e.g. train_fraction=0.5, got {train_fraction}")
-    num_train = round(ints["items"] * train_fraction)
-    if not 2 <= num_train <= ints["items"] - 2:
-        raise ValueError(f"train_fraction={train_fraction} with items={ints['items']} gives {num_train} train items; "
-                         f"both splits need >= 2 items: pass a train_fraction nearer 0.5 or more items")
-    return {**ints, "train_fraction": float(train_fraction), "format_version": _FORMAT_VERSION}
+        problems.append(f"train_fraction must be in (0, 1), got {train_fraction} (pass e.g. train_fraction=0.5)")
+    elif not problems and not 2 <= round(items * train_fraction) <= items - 2:
+        problems.append(f"train_fraction={train_fraction} with items={items} gives {round(items * train_fraction)} "
+                        f"train items, but train and test need >= 2 items each (pass a train_fraction nearer 0.5)")
+    if problems:
+        raise ValueError("make_synthetic_inshop: " + "; ".join(problems))
+    return {**{name: int(value) for name, value in ints.items()}, "train_fraction": float(train_fraction),
+            "format_version": _FORMAT_VERSION}
 
 
 def _previous_set(root: Path, arguments: dict) -> SyntheticInfo | None:
@@ -290,13 +283,15 @@ def _previous_set(root: Path, arguments: dict) -> SyntheticInfo | None:
         raise ValueError(f"root {root} is a file; pass a folder path (new or empty) for the synthetic set")
     if not root.exists() or not any(root.iterdir()):
         return None
-    marker = root / _MARKER
     try:
-        previous = json.loads(marker.read_text())
+        previous = json.loads((root / _MARKER).read_text())
     except (OSError, ValueError):
-        raise ValueError(f"root {root} is not empty and holds no synthetic set ({_MARKER} missing or unreadable); "
-                         f"pass an empty or new folder") from None
-    if previous.get("complete") and previous.get("arguments") == arguments:
+        previous = None
+    if not isinstance(previous, dict) or previous.get("generator") != _GENERATOR:
+        raise ValueError(f"root {root} is not empty and holds no synthetic set ({_MARKER} missing or not ours); "
+                         f"pass an empty or new folder")
+    listings = (root / "Eval/list_eval_partition.txt", root / "Anno/list_bbox_inshop.txt")
+    if previous.get("complete") and previous.get("arguments") == arguments and all(p.is_file() for p in listings):
         return SyntheticInfo(root=root, **previous["info"])
     for name in ("img", "Eval", "Anno"):  # an older or interrupted synthetic set: replace it
         shutil.rmtree(root / name, ignore_errors=True)
@@ -304,8 +299,7 @@ def _previous_set(root: Path, arguments: dict) -> SyntheticInfo | None:
 
 
 def _write_marker(root: Path, arguments: dict, info: SyntheticInfo | None) -> None:
-    content = {"generator": "prodrec.data.synthetic.make_synthetic_inshop", "arguments": arguments,
-               "complete": info is not None}
+    content = {"generator": _GENERATOR, "arguments": arguments, "complete": info is not None}
     if info is not None:
         content["info"] = {k: v for k, v in asdict(info).items() if k != "root"}
     (root / _MARKER).write_text(json.dumps(content, indent=2) + "\n")
