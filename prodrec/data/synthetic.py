@@ -197,7 +197,8 @@ def _render_item(seed: int, item: int, size: int) -> tuple:
     img = img.astype(np.float32)
     if kind in ("bottle", "can", "jar"):  # cylinder shading with a highlight
         u = np.clip((np.arange(size) - box[0]) / w, 0, 1)
-        img *= (0.7 + 0.3 * np.sin(np.pi * u) + 0.25 * np.exp(-((u - rng.uniform(0.2, 0.4)) / 0.06) ** 2))[None, :, None]
+        light = 0.7 + 0.3 * np.sin(np.pi * u) + 0.25 * np.exp(-(((u - rng.uniform(0.2, 0.4)) / 0.06) ** 2))
+        img *= light.astype(np.float32)[None, :, None]
     return cv2.merge([img, mask.astype(np.float32)]), box, kind
 
 
@@ -249,7 +250,8 @@ def _clutter(rng: np.random.Generator, img: np.ndarray, size: int, colour: np.nd
     cx, cy, colour = round(centre[0]), round(centre[1]), colour.tolist()
     shape = int(rng.integers(3))
     if shape == 0:
-        cv2.rectangle(img, (cx - round(r), cy - round(r * rng.uniform(0.3, 1))), (cx + round(r), cy + round(r)), colour, -1)
+        top = cy - round(r * rng.uniform(0.3, 1))
+        cv2.rectangle(img, (cx - round(r), top), (cx + round(r), cy + round(r)), colour, -1)
     elif shape == 1:
         cv2.circle(img, (cx, cy), round(r), colour, -1, cv2.LINE_AA)
     else:
@@ -261,9 +263,10 @@ def _check_arguments(items: int, views: int, image_size: int, train_fraction: fl
     """Validate the public arguments (all problems at once); return them normalised, as the marker stores them."""
     ints = {"items": items, "views": views, "image_size": image_size, "seed": seed}
     for name, value in [*ints.items(), ("train_fraction", train_fraction)]:
-        kinds = (int, np.integer) if name in ints else (int, float, np.integer, np.floating)
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            raise TypeError(f"make_synthetic_inshop: {name} must be a number, got {type(value).__name__} {value!r}")
+        integer = name in ints
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer) if integer else (int, float, np.number)):
+            wanted = "an integer" if integer else "a float"
+            raise TypeError(f"make_synthetic_inshop: {name} must be {wanted}, got {type(value).__name__} {value!r}")
     problems = [f"{name} must be >= {low}, got {ints[name]} (pass {name}={low} or more)"
                 for name, low in (("items", 4), ("views", 2), ("image_size", 32), ("seed", 0)) if ints[name] < low]
     if not 0 < train_fraction < 1:
