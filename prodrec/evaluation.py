@@ -79,21 +79,24 @@ def evaluate_embeddings(
     ks = sorted(set(int(k) for k in ks))
     if not ks or ks[0] < 1:
         raise ValueError(f"ks must be positive integers, got {ks}")
-    if ks[-1] > len(gallery_labels):
-        raise ValueError(f"Recall@{ks[-1]} needs at least {ks[-1]} gallery images; the gallery has {len(gallery_labels)}")
     matched = np.isin(query_labels, gallery_labels)
     if not matched.any():
         raise ValueError("no query label occurs in the gallery: query and gallery must share items (labels)")
-    depth = len(gallery_labels) if compute_map else ks[-1]
+    # Recall@K with K beyond the gallery size is well defined: the whole gallery is in the top K.
+    within = {k: min(k, len(gallery_labels)) for k in ks}
+    depth = len(gallery_labels) if compute_map else max(within.values())
     rows = np.flatnonzero(matched)
     totals: Dict[str, float] = {}
     for start in range(0, len(rows), QUERY_BLOCK):
         block = rows[start:start + QUERY_BLOCK]
         _, ranked = knn_search(query_features[block], gallery_features, depth)
-        part = retrieval_metrics(ranked, query_labels[block], gallery_labels, ks=ks, compute_map=compute_map)
-        for key, value in part.items():
-            if key.startswith(("recall@", "mAP")):
-                totals[key] = totals.get(key, 0.0) + value * len(block)
+        part = retrieval_metrics(ranked, query_labels[block], gallery_labels, ks=sorted(set(within.values())),
+                                 compute_map=compute_map)
+        values = {f"recall@{k}": part[f"recall@{within[k]}"] for k in ks}
+        if compute_map:
+            values["mAP"] = part["mAP"]
+        for key, value in values.items():
+            totals[key] = totals.get(key, 0.0) + value * len(block)
     metrics = {key: value / len(rows) for key, value in totals.items()}
     metrics["num_queries"] = int(len(query_labels))
     metrics["num_queries_without_match"] = int((~matched).sum())
