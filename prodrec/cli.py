@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="prodrec-demo", help="folder for data and run (default: prodrec-demo)")
     demo.add_argument("--epochs", type=int, default=8)
     demo.add_argument("--image-size", type=int, default=64)
-    demo.add_argument("--items", type=int, default=160)
+    demo.add_argument("--items", type=int, default=300)
     demo.add_argument("--views", type=int, default=6)
     demo.add_argument("--backbone", default="ResNet50_vd")
     demo.add_argument("--seed", type=int, default=0)
@@ -172,7 +172,9 @@ def _demo(args: argparse.Namespace) -> int:
         f"DataLoader.root={info.root}", f"Global.output_dir={root / 'run'}", f"Global.epochs={args.epochs}",
         f"Global.image_size={args.image_size}", f"Arch.Backbone.name={args.backbone}", f"Global.seed={args.seed}",
         "Global.eval_before_train=true", "DataLoader.batch_size=32",
-        "Optimizer.lr.name=Cosine", "Optimizer.lr.learning_rate=0.01", "Optimizer.lr.warmup_epoch=1",
+        # From scratch on a few hundred images AdamW converges where the recipe's SGD (tuned for an
+        # ImageNet-initialised 120-epoch run) barely moves in 8 epochs.
+        "Optimizer.name=AdamW", "Optimizer.lr.name=Cosine", "Optimizer.lr.learning_rate=0.002",
     ]
     config = load_config("inshop_ce_triplet", overrides=overrides)
     result = train_metric(config, progress=not args.quiet)

@@ -21,7 +21,7 @@ __all__ = ["SyntheticInfo", "make_synthetic_inshop"]
 
 _MARKER = ".prodrec_synthetic.json"
 _GENERATOR = "prodrec.data.synthetic.make_synthetic_inshop"
-_FORMAT_VERSION = 2  # bump when the pictures change, so that older sets are regenerated
+_FORMAT_VERSION = 3  # bump when the pictures change, so that older sets are regenerated
 # kind -> (department, category, clothes_type); clothes_type 1 = rigid, 2 = cylinder, 3 = flexible.
 _KINDS = {"box": ("HOME", "Boxes", 1), "carton": ("FOOD", "Cartons", 1), "jar": ("FOOD", "Jars", 1),
           "bottle": ("FOOD", "Bottles", 2), "can": ("FOOD", "Cans", 2), "bag": ("HOME", "Bags", 3)}
@@ -208,9 +208,9 @@ def _render_view(seed: int, item: int, view: int, size: int, product: tuple) -> 
     rng = np.random.default_rng([seed, 1, item, view])
     src = np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], np.float32)
     corners = (src - src.mean(0)) * rng.uniform(0.9, 1.1, 2) + rng.uniform(-0.08, 0.08, (4, 2)) * (x1 - x0, y1 - y0)
-    angle = np.deg2rad(rng.uniform(-25, 25))
+    angle = np.deg2rad(rng.uniform(-15, 15))
     corners = corners @ np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
-    corners *= rng.uniform(0.55, 0.9) * size / (corners.max(0) - corners.min(0)).max()
+    corners *= rng.uniform(0.65, 0.95) * size / (corners.max(0) - corners.min(0)).max()
     low, high = -corners.min(0), size - corners.max(0)
     dst = (corners + rng.uniform(low, np.maximum(low, high))).astype(np.float32)
     warped = cv2.warpPerspective(bgra, cv2.getPerspectiveTransform(src, dst), (size, size), flags=cv2.INTER_LINEAR)
@@ -226,13 +226,13 @@ def _render_view(seed: int, item: int, view: int, size: int, product: tuple) -> 
     if rng.random() < 0.3:  # a patterned surface (shelf, cloth)
         shade = _pattern_mask(rng, size, size * rng.uniform(0.05, 0.2)).astype(np.uint8)
         bg = cv2.copyTo(bg * np.float32(0.7), shade, bg)
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(0, 4))):
         _clutter(rng, bg, size, colour())
     img = cv2.blendLinear(cv2.cvtColor(warped, cv2.COLOR_BGRA2BGR), bg, alpha, 255 - alpha)
     if rng.random() < 0.15:  # something in front of the product
         _clutter(rng, img, size, colour(), near=(x + w / 2, y + h / 2))
-    contrast, mean = rng.uniform(0.7, 1.3), np.mean(cv2.mean(img)[:3])
-    gain = contrast * rng.uniform(0.65, 1.3) * rng.uniform(0.8, 1.2, 3)  # brightness and colour cast
+    contrast, mean = rng.uniform(0.8, 1.2), np.mean(cv2.mean(img)[:3])
+    gain = contrast * rng.uniform(0.8, 1.2) * rng.uniform(0.9, 1.1, 3)  # brightness and colour cast
     offset = (mean * (1 - contrast)) * gain / contrast + rng.uniform(-20, 20)
     img = cv2.transform(img, np.hstack([np.diag(gain), offset[:, None]]))
     if rng.random() < 0.35:

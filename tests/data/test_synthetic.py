@@ -93,7 +93,7 @@ def test_bbox_listing(small):
     for name, clothes_type, pose_type, *coords in boxes:
         x1, y1, x2, y2 = map(int, coords)
         assert 0 <= x1 < x2 <= 48 and 0 <= y1 < y2 <= 48
-        assert 0.35 <= max(x2 - x1, y2 - y1) / 48 <= 0.95
+        assert 0.5 <= max(x2 - x1, y2 - y1) / 48 <= 1.0  # the product fills 65-95 % of the view
         assert pose_type == NAME.fullmatch(name)[5]
         assert clothes_type in {"1", "2", "3"}
         assert clothes_types.setdefault(NAME.fullmatch(name)[2], clothes_type) == clothes_type  # fixed per category

@@ -1,0 +1,74 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from prodrec import __version__
+from prodrec.cli import build_parser, main, train_overrides
+from prodrec.config import load_config
+
+
+def test_version_and_lazy_start():
+    out = subprocess.run([sys.executable, "-m", "prodrec", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"prodrec {__version__}"
+    code = "import sys, prodrec.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0, "prodrec.cli must not import torch"
+
+
+def test_train_flags_become_config_overrides():
+    args = build_parser().parse_args([
+        "train", "--data-root", "d", "--epochs", "3", "--image-size", "64", "--backbone", "resnet18d",
+        "--batch-size", "16", "--instances", "4", "--loss", "ce", "--head", "fc", "--seed", "7",
+        "--set", "Global.eval_interval=2",
+    ])
+    config = load_config(args.config, overrides=train_overrides(args))
+    assert config.DataLoader.root == "d" and config.Global.epochs == 3 and config.Global.image_size == 64
+    assert config.Arch.Backbone.name == "resnet18d" and config.Arch.Neck.embedding_size == "auto"
+    assert (config.DataLoader.batch_size, config.DataLoader.sample_per_id, config.Global.seed) == (16, 4, 7)
+    assert config.Loss.Train == [{"CELoss": {"weight": 1.0}}]
+    assert config.Arch.Head.name == "FC" and config.Arch.Head.margin is None
+    assert config.Global.eval_interval == 2
+
+
+def test_train_then_eval_reproduces_summary_then_embed(tiny_inshop, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--data-root", str(tiny_inshop), "--output", str(out), "--epochs", "1",
+                 "--image-size", "32", "--backbone", "resnet18d", "--batch-size", "8",
+                 "--set", "DataLoader.num_workers=0", "--quiet"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--data-root", str(tiny_inshop),
+                 "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    for key in ("recall@1", "recall@5", "recall@10", "recall@20", "mAP"):
+        assert metrics[key] == pytest.approx(summary[key], abs=1e-9), key
+
+    images = sorted(str(p) for p in tiny_inshop.glob("img/*/*/*/*.jpg"))[:3]
+    assert main(["embed", "--checkpoint", str(out / "checkpoints" / "best.pt"), *images,
+                 "--output", str(tmp_path / "f.npy")]) == 0
+    features = np.load(tmp_path / "f.npy")
+    assert features.shape == (3, 512)
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
+
+
+def test_make_synthetic(tmp_path, capsys):
+    assert main(["make-synthetic", str(tmp_path / "s"), "--items", "6", "--views", "3", "--image-size", "32"]) == 0
+    assert (tmp_path / "s" / "Eval" / "list_eval_partition.txt").is_file()
+    assert "18 images" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--data-root", "x", "--set", "Global.epoch=1"], "unknown config key 'Global.epoch'"),
+        (["train", "missing.yaml", "--data-root", "x"], "config file 'missing.yaml' not found"),
+        (["eval", "--checkpoint", "nope.pt", "--data-root", "x"], "not found"),
+    ],
+)
+def test_errors_are_one_line_messages(argv, message, capsys):
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
