@@ -10,6 +10,7 @@ import json
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -146,6 +147,11 @@ class _Run:
         if cfg.sampler == "pk":
             keep = apply_small_class_policy(labels, cfg.sample_per_id, cfg.small_items)
             if len(keep) < len(labels):
+                dropped = len(labels) - len(keep)
+                self.log({"event": "dropped_small_items", "images": dropped,
+                          "items": int(len(np.unique(labels)) - len(np.unique(labels[keep])))})
+                warnings.warn(f"DataLoader.small_items=drop: {dropped} training images of items with fewer than "
+                              f"{cfg.sample_per_id} images are left out")
                 dataset, labels = Subset(dataset, keep.tolist()), labels[keep]
             sampler = pk_sampler(labels, batch_size=cfg.batch_size, instances=cfg.sample_per_id)
         else:
@@ -276,12 +282,12 @@ def train_metric(
     _seed_everything(g.seed, g.deterministic)
     output_dir = Path(g.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    run = _Run(config, data, output_dir, progress)
     last = output_dir / "checkpoints" / "last.pt"
+    if not resume:
+        (output_dir / "log.jsonl").unlink(missing_ok=True)
+    run = _Run(config, data, output_dir, progress)
     if resume and last.is_file():
         run.restore(load_checkpoint(last, map_location=run.device))
-    elif not resume:
-        (output_dir / "log.jsonl").unlink(missing_ok=True)
     (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
 
     metrics: Dict[str, float] = dict(run.history[-1]["metrics"]) if run.history and run.history[-1].get("metrics") else {}

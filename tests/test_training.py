@@ -93,3 +93,19 @@ def test_inconsistent_settings_are_refused(tiny_inshop, tmp_path, extra, message
 def test_no_data_root_says_what_to_do(tmp_path):
     with pytest.raises(ValueError, match="--data-root"):
         train_metric(load_config(overrides=[f"Global.output_dir={tmp_path}"]), progress=False)
+
+
+def test_dropped_small_items_are_counted_in_the_log(tiny_inshop, tmp_path):
+    from prodrec.data import read_inshop
+
+    splits = read_inshop(tiny_inshop)
+    keep = [i for i, label in enumerate(splits.train.labels) if not (label == 0 and i % 4 != 0)]  # item 0: 1 image
+    train = ImageList.from_names([splits.train.paths[i] for i in keep],
+                                 [splits.train.classes[splits.train.labels[i]] for i in keep],
+                                 classes=splits.train.classes)
+    data = RetrievalSplits(train=train, query=splits.query, gallery=splits.gallery)
+    with pytest.warns(UserWarning, match="left out"):
+        train_metric(small_config(tiny_inshop, tmp_path / "run", "Global.epochs=1", "DataLoader.small_items=drop"),
+                     data=data, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert {"event": "dropped_small_items", "images": 1, "items": 1} in records
