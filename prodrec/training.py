@@ -27,7 +27,7 @@ from prodrec.data import ImageDataset, RetrievalSplits, read_splits
 from prodrec.data.sampling import apply_small_class_policy, pk_sampler
 from prodrec.data.transforms import train_transform
 from prodrec.evaluation import evaluate
-from prodrec.losses import WeightedLoss, build_loss
+from prodrec.losses import build_loss
 from prodrec.models import Embedder
 from prodrec.optim import build_optimizer, build_scheduler
 
