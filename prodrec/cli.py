@@ -1,4 +1,4 @@
-"""The ``prodrec`` command line: train, eval, embed, demo, make-synthetic.
+"""The ``prodrec`` command line: train, eval, embed, demo, make-synthetic, convert-paddle.
 
 Heavy libraries are imported inside the command functions so ``prodrec --help`` is instant.
 """
@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--views", type=int, default=8)
     synthetic.add_argument("--image-size", type=int, default=96)
     synthetic.add_argument("--seed", type=int, default=0)
+
+    convert = commands.add_parser("convert-paddle", help="PaddleClas ResNet50_vd .pdparams -> a prodrec model file")
+    convert.add_argument("input", metavar="IN.pdparams", help="RecModel or ImageNet ResNet50_vd weights")
+    convert.add_argument("output", metavar="OUT.pt", help="where to write the Embedder (load with Embedder.load)")
     return parser
 
 
@@ -196,7 +200,25 @@ def _make_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "eval": _eval, "embed": _embed, "demo": _demo, "make-synthetic": _make_synthetic}
+def _convert_paddle(args: argparse.Namespace) -> int:
+    from prodrec.paddle import load_paddleclas
+
+    model, info = load_paddleclas(args.input)
+    model.save(args.output)
+    neck = (f"its {info['embedding_size']}-d neck" if info["embedding_size"]
+            else f"a new {model.embedding_size}-d neck (the file has none)")
+    print(f"converted {info['tensors']} tensors of a PaddleClas {info['kind']} file: resnet50d backbone with {neck}")
+    if info["dropped"]:
+        print(f"dropped the ImageNet classifier: {', '.join(info['dropped'])}")
+    if info["head"]:
+        weights = {name: list(tensor.shape) for name, tensor in info["head"]["state_dict"].items()}
+        print(f"head ({info['head']['type']}, {info['head']['num_classes']} classes, not saved): {weights}")
+    print(f"wrote {args.output}")
+    return 0
+
+
+COMMANDS = {"train": _train, "eval": _eval, "embed": _embed, "demo": _demo, "make-synthetic": _make_synthetic,
+            "convert-paddle": _convert_paddle}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -218,6 +218,19 @@ class Embedder(nn.Module):
         return model
 
     @classmethod
+    def from_paddleclas(cls, path: Union[str, os.PathLike], *, image_size: Optional[int] = None) -> "Embedder":
+        """A ``resnet50d`` Embedder with the weights of a PaddleClas ``ResNet50_vd`` ``.pdparams`` file.
+
+        No paddle needed; no code from the file runs (see :mod:`prodrec.paddle`). A ``RecModel``
+        file gives backbone and FC neck (``embedding_size`` follows the file) and so PaddleClas's
+        features; a bare ImageNet file (or a RecModel without a neck) gives the backbone only, with a
+        newly initialised 512-d neck. :func:`prodrec.paddle.load_paddleclas` also returns the head.
+        """
+        from prodrec.paddle import embedder_from_paddleclas
+
+        return embedder_from_paddleclas(path, image_size=image_size)
+
+    @classmethod
     def load(cls, path: Union[str, os.PathLike], *, map_location: Union[str, torch.device] = "cpu") -> "Embedder":
         """Load a file written by :meth:`save` or a training checkpoint (``best.pt``/``last.pt``)."""
         path = Path(path)
