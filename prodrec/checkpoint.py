@@ -8,7 +8,7 @@ from typing import Any, Dict, Union
 
 import torch
 
-__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint", "read_torch_file"]
 
 CHECKPOINT_FORMAT = "prodrec.checkpoint"
 
@@ -34,12 +34,22 @@ def save_checkpoint(path: Union[str, os.PathLike], payload: Dict[str, Any]) -> P
 def load_checkpoint(path: Union[str, os.PathLike], *, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (``torch.load(weights_only=True)``)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
-        raise ValueError(f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); it may be corrupt") from error
+    payload = read_torch_file(path, map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a prodrec training checkpoint")
     return payload
+
+
+def read_torch_file(path: Union[str, os.PathLike], *, map_location: Union[str, torch.device] = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with errors that say what went wrong: a missing
+    file, or one that is corrupt or holds more than tensors and plain containers."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file {str(path)!r} not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"{path} cannot be read as tensors and plain containers ({type(error).__name__}: {error}); "
+            "it may be corrupt or not a PyTorch file"
+        ) from error

@@ -142,10 +142,6 @@ class WeightedLoss(nn.Module):
         total = sum(self.weights[name] * value for name, value in values.items())
         return total, values
 
-    @property
-    def head(self) -> Optional[nn.Module]:
-        """The classification loss that holds the head's weights, if any."""
-        return self.terms["CELoss"] if "CELoss" in self.terms else None
 
 
 def build_pml_object(spec: Any, where: str) -> Any:

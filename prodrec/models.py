@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prodrec import __version__
+from prodrec.checkpoint import read_torch_file
 
 __all__ = ["Embedder", "resolve_backbone_name", "BACKBONE_ALIASES", "EMBEDDER_FORMAT"]
 
@@ -159,7 +160,7 @@ class Embedder(nn.Module):
         if not path.is_file():
             raise FileNotFoundError(f"pretrained weights file {str(path)!r} not found")
         if path.suffix != ".safetensors":
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            payload = read_torch_file(path)
             if isinstance(payload, dict) and "embedder" in payload:
                 payload = payload["embedder"]
             if isinstance(payload, dict) and payload.get("format") == EMBEDDER_FORMAT:
@@ -233,10 +234,7 @@ class Embedder(nn.Module):
     @classmethod
     def load(cls, path: Union[str, os.PathLike], *, map_location: Union[str, torch.device] = "cpu") -> "Embedder":
         """Load a file written by :meth:`save` or a training checkpoint (``best.pt``/``last.pt``)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model file {str(path)!r} not found")
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = read_torch_file(path, map_location=map_location)
         if isinstance(payload, dict) and "embedder" in payload:
             payload = payload["embedder"]
         return cls.from_payload(payload, source=str(path))

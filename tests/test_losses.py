@@ -88,9 +88,10 @@ def test_build_loss_seed_recipe_is_weighted_sum():
     total, terms = loss(x, labels)
     assert set(terms) == {"CELoss", "TripletLossV2"}
     assert total.item() == pytest.approx(terms["CELoss"].item() + 0.5 * terms["TripletLossV2"].item(), rel=1e-6)
-    assert isinstance(loss.head, ArcMarginLoss)
-    assert loss.head.margin == pytest.approx(0.15) and loss.head.scale == 30
-    assert any(p is loss.head.W for p in loss.parameters())
+    head = loss.terms["CELoss"]
+    assert isinstance(head, ArcMarginLoss)
+    assert head.margin == pytest.approx(0.15) and head.scale == 30
+    assert any(p is head.W for p in loss.parameters())
 
 
 def test_build_loss_any_pml_loss_by_name_with_miner_and_distance():

@@ -76,6 +76,9 @@ def test_save_load_round_trip(small, tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a prodrec model file"):
         Embedder.load(tmp_path / "other.pt")
+    (tmp_path / "broken.pt").write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="may be corrupt"):
+        Embedder.load(tmp_path / "broken.pt")
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
