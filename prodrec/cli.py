@@ -1,4 +1,4 @@
-"""The ``prodrec`` command line: train, eval, embed, demo, make-synthetic, convert-paddle.
+"""The ``prodrec`` command line: train, eval, embed, demo, make-synthetic, convert-paddle, export-config.
 
 Heavy libraries are imported inside the command functions so ``prodrec --help`` is instant.
 """
@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train an embedder from a config")
     train.add_argument("config", nargs="?", default="inshop_ce_triplet",
-                       help="YAML file or built-in config name (default: inshop_ce_triplet, the seed's In-shop recipe)")
+                       help="YAML file (prodrec's or a PaddleClas config) or built-in config name "
+                            "(default: inshop_ce_triplet, the seed's In-shop recipe)")
     _add_data_args(train, required=False)
     train.add_argument("--output", help="output folder (Global.output_dir)")
     train.add_argument("--epochs", type=int)
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="Section.key=value",
-                       help="override any config key (value parsed as YAML); repeatable")
+                       help="override any config key (value parsed as YAML); repeatable. For a PaddleClas config "
+                            "these are its own keys, list items by index as PaddleClas's -o "
+                            "(DataLoader.Train.dataset.transform_ops.1.ResizeImage.size=64)")
     train.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -87,11 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     convert = commands.add_parser("convert-paddle", help="PaddleClas ResNet50_vd .pdparams -> a prodrec model file")
     convert.add_argument("input", metavar="IN.pdparams", help="RecModel or ImageNet ResNet50_vd weights")
     convert.add_argument("output", metavar="OUT.pt", help="where to write the Embedder (load with Embedder.load)")
+
+    export = commands.add_parser("export-config", help="write the prodrec config a PaddleClas config translates to")
+    export.add_argument("config", metavar="PPCLS.yaml", help="a PaddleClas config")
+    export.add_argument("--output", metavar="NATIVE.yaml", help="file to write (default: print the config)")
+    export.add_argument("--set", dest="overrides", action="append", default=[], metavar="Section.key=value",
+                        help="override a key of the PaddleClas config before translating; repeatable")
     return parser
 
 
 def train_overrides(args: argparse.Namespace) -> List[str]:
-    """The ``--set`` strings that the convenience flags of ``prodrec train`` stand for."""
+    """The ``--set`` strings that the convenience flags of ``prodrec train`` stand for, then ``--set``'s own."""
+    return _flag_overrides(args) + list(args.overrides)
+
+
+def _flag_overrides(args: argparse.Namespace) -> List[str]:
     flags = {
         "DataLoader.root": args.data_root, "DataLoader.dataset": args.dataset, "Global.output_dir": args.output,
         "Global.epochs": args.epochs, "Global.image_size": args.image_size,
@@ -107,7 +120,7 @@ def train_overrides(args: argparse.Namespace) -> List[str]:
         overrides += ["Arch.Head.name=FC", "Arch.Head.margin=null", "Arch.Head.scale=null"]
     elif args.head == "arcmargin":
         overrides.append("Arch.Head.name=ArcMargin")
-    return overrides + list(args.overrides)
+    return overrides
 
 
 def _print_metrics(title: str, rows: Dict[str, Optional[Dict[str, float]]]) -> None:
@@ -121,11 +134,45 @@ def _print_metrics(title: str, rows: Dict[str, Optional[Dict[str, float]]]) -> N
 
 def _train(args: argparse.Namespace) -> int:
     from prodrec.config import load_config
+    from prodrec.ppcls_config import read_ppcls_yaml
     from prodrec.training import train_metric
 
-    config = load_config(args.config, overrides=train_overrides(args))
+    ppcls = read_ppcls_yaml(args.config)
+    config = load_config(args.config, overrides=train_overrides(args)) if ppcls is None else _ppcls_config(args, ppcls)
     result = train_metric(config, resume=args.resume, progress=not args.quiet)
     _print_metrics(f"results in {result.output_dir}", {"initial": result.initial_metrics, "final": result.metrics})
+    return 0
+
+
+def _ppcls_config(args: argparse.Namespace, data: dict):
+    """A PaddleClas config: ``--set`` overrides its keys, the flags override the translated config's."""
+    from prodrec.ppcls_config import convert_paddle_pretrained, load_ppcls_config
+
+    if args.data_root or args.dataset:
+        raise ValueError("--data-root/--dataset do not apply to a PaddleClas config: set its image_root and "
+                         "cls_label_path, e.g. --set DataLoader.Train.dataset.image_root=PATH")
+    config, warnings = load_ppcls_config(data, overrides=args.overrides, native_overrides=_flag_overrides(args))
+    for warning in warnings:
+        print(f"prodrec train: warning: {warning}", file=sys.stderr)
+    config, notes = convert_paddle_pretrained(config, Path(config.Global.output_dir) / "pretrained")
+    for note in notes:
+        print(f"prodrec train: note: {note}", file=sys.stderr)
+    return config
+
+
+def _export_config(args: argparse.Namespace) -> int:
+    from prodrec.ppcls_config import convert_paddle_pretrained, load_ppcls_config, native_yaml
+
+    config, warnings = load_ppcls_config(args.config, overrides=args.overrides)
+    config, notes = convert_paddle_pretrained(config, Path(args.output).parent if args.output else None)
+    text = native_yaml(config, source=args.config, warnings=warnings, notes=notes)
+    if not args.output:
+        print(text, end="")
+        return 0
+    Path(args.output).write_text(text, encoding="utf-8")
+    for warning in warnings:
+        print(f"prodrec export-config: warning: {warning}", file=sys.stderr)
+    print(f"wrote {args.output}" + "".join(f"; {note}" for note in notes))
     return 0
 
 
@@ -218,7 +265,7 @@ def _convert_paddle(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": _train, "eval": _eval, "embed": _embed, "demo": _demo, "make-synthetic": _make_synthetic,
-            "convert-paddle": _convert_paddle}
+            "convert-paddle": _convert_paddle, "export-config": _export_config}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -232,6 +279,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
         print(f"prodrec {args.command}: error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"prodrec {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as error:
+        print(f"prodrec {args.command}: interrupted{': ' + str(error) if str(error) else ''}", file=sys.stderr)
         return 130

@@ -19,7 +19,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Sequence, Union
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -65,6 +65,7 @@ class GlobalConfig:
     eval_before_train: bool = False
     channels_last: bool = True
     amp: Literal["auto", "off", "fp16", "bf16"] = "auto"
+    on_nonfinite: Literal["error", "skip"] = "error"
 
 
 @dataclass
@@ -142,10 +143,19 @@ class OptimizerConfig:
     regularizer: Optional[RegularizerConfig] = field(default_factory=RegularizerConfig)
 
 
+SPLITS = ("train", "query", "gallery")
+
+
 @dataclass
 class DataLoaderConfig:
     dataset: Literal["inshop", "list", "folder"] = "inshop"
     root: Optional[str] = None
+    train_list: Optional[str] = None
+    query_list: Optional[str] = None
+    gallery_list: Optional[str] = None
+    train_image_root: Optional[str] = None
+    query_image_root: Optional[str] = None
+    gallery_image_root: Optional[str] = None
     sampler: Literal["pk", "random"] = "pk"
     batch_size: int = 64
     sample_per_id: int = 2
@@ -154,6 +164,12 @@ class DataLoaderConfig:
     eval_batch_size: int = 64
     horizontal_flip: float = 0.5
     random_erasing: float = 0.5
+
+    def split_files(self) -> Tuple[Dict[str, str], Dict[str, str]]:
+        """``({split: list file}, {split: image root})`` of the ``*_list`` / ``*_image_root`` keys that are set."""
+        lists = {split: getattr(self, f"{split}_list") for split in SPLITS}
+        roots = {split: getattr(self, f"{split}_image_root") for split in SPLITS}
+        return ({k: v for k, v in lists.items() if v is not None}, {k: v for k, v in roots.items() if v is not None})
 
 
 def _default_metrics() -> LossList:
@@ -297,6 +313,12 @@ def _check_consistency(config: Config) -> None:
     for key, (value, minimum) in positive.items():
         if value < minimum:
             raise ConfigError(f"{key} must be >= {minimum}, got {value}")
+    lists, image_roots = config.DataLoader.split_files()
+    if (lists or image_roots) and config.DataLoader.dataset != "list":
+        keys = [f"DataLoader.{split}_list" for split in lists]
+        keys += [f"DataLoader.{split}_image_root" for split in image_roots]
+        raise ConfigError(f"{', '.join(keys)} apply to DataLoader.dataset: list only (it is "
+                          f"{config.DataLoader.dataset!r}); set DataLoader.dataset=list or remove them")
     for key in ("horizontal_flip", "random_erasing"):
         value = getattr(config.DataLoader, key)
         if not 0.0 <= value <= 1.0:

@@ -30,6 +30,7 @@ from prodrec.evaluation import evaluate
 from prodrec.losses import build_loss
 from prodrec.models import Embedder
 from prodrec.optim import build_optimizer, build_scheduler
+from prodrec.safety import NonFiniteError, RunLock, StopSignals, TrainingInterrupted, all_finite
 
 __all__ = ["train_metric", "TrainResult", "resolve_device", "build_model"]
 
@@ -124,8 +125,8 @@ class _Run:
         self.loss.to(self.device)
         self.workers = _num_workers(loader_cfg.num_workers, self.device)
         self.train_loader = self._train_loader()
-        params = list(self.model.parameters()) + list(self.loss.parameters())
-        self.optimizer = build_optimizer(params, config.Optimizer)
+        self.parameters = list(self.model.parameters()) + list(self.loss.parameters())
+        self.optimizer = build_optimizer(self.parameters, config.Optimizer)
         self.scheduler = build_scheduler(
             self.optimizer, config.Optimizer.lr, epochs=g.epochs, steps_per_epoch=len(self.train_loader)
         )
@@ -135,7 +136,8 @@ class _Run:
         self.best: Dict[str, Any] = {"recall@1": -1.0, "epoch": None, "metrics": {}}
         self.history: List[Dict[str, Any]] = []
         self.initial_metrics: Optional[Dict[str, float]] = None
-        self.train_seconds, self.images_seen = 0.0, 0
+        self.train_seconds, self.images_seen, self.skipped_steps = 0.0, 0, 0
+        self.stop = StopSignals()
 
     def _train_loader(self) -> DataLoader:
         cfg, labels = self.config.DataLoader, self.data.train.labels
@@ -192,15 +194,24 @@ class _Run:
                                 enabled=self.amp_dtype is not None):
                 embeddings = self.model(images)
             total, terms = self.loss(embeddings, labels)
+            values = {"loss": total.item(), **{name: value.item() for name, value in terms.items()}}
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(total).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            # With fp16 the scaler itself skips steps whose gradients overflow; only the loss is checked then.
+            checked = None if self.scaler.is_enabled() else self.parameters
+            if all_finite(values, checked):
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self._non_finite(values)
             self.scheduler.step()
             self.step += 1
             batches += 1
             self.images_seen += len(images)
-            values = {"loss": total.item(), **{name: value.item() for name, value in terms.items()}}
+            if self.stop.received:
+                break
+            if not all_finite(values):
+                continue
             for name, value in values.items():
                 sums[name] = sums.get(name, 0.0) + value
             bar.set_postfix(loss=f"{values['loss']:.4f}")
@@ -209,6 +220,19 @@ class _Run:
                           "lr": self.optimizer.param_groups[0]["lr"], **values})
         self.train_seconds += time.perf_counter() - started
         return {name: value / max(batches, 1) for name, value in sums.items()}
+
+    def _non_finite(self, values: Dict[str, float]) -> None:
+        terms = ", ".join(f"{name} {value:.4g}" for name, value in values.items())
+        last = self.output_dir / "checkpoints" / "last.pt"
+        if self.config.Global.on_nonfinite == "error":
+            raise NonFiniteError(
+                f"non-finite loss or gradient at step {self.step + 1} (epoch {self.epoch + 1}): {terms}. "
+                f"Last good checkpoint: {last if last.is_file() else 'none yet'}. Lower the learning rate, check the "
+                "data, or set Global.on_nonfinite=skip to skip such steps"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        self.log({"event": "skipped_step", "epoch": self.epoch + 1, "step": self.step + 1, **values})
 
     def state(self) -> Dict[str, Any]:
         return {
@@ -219,7 +243,7 @@ class _Run:
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch, "step": self.step, "best": self.best, "history": self.history,
             "initial_metrics": self.initial_metrics, "train_seconds": self.train_seconds,
-            "images_seen": self.images_seen, "config": self.config.to_dict(),
+            "images_seen": self.images_seen, "skipped_steps": self.skipped_steps, "config": self.config.to_dict(),
             "rng": {"python": random.getstate(), "numpy": _numpy_state(), "torch": torch.get_rng_state()},
         }
 
@@ -229,7 +253,8 @@ class _Run:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.scaler.load_state_dict(payload["scaler"])
-        for key in ("epoch", "step", "best", "history", "initial_metrics", "train_seconds", "images_seen"):
+        for key in ("epoch", "step", "best", "history", "initial_metrics", "train_seconds", "images_seen",
+                    "skipped_steps"):
             setattr(self, key, payload[key])
         random.setstate(_tuples(payload["rng"]["python"]))
         kind, keys, pos, has_gauss, cached = payload["rng"]["numpy"]
@@ -276,12 +301,18 @@ def train_metric(
     config = config if isinstance(config, Config) else load_config(config)
     g = config.Global
     if data is None:
-        if config.DataLoader.root is None:
+        lists, image_roots = config.DataLoader.split_files()
+        if config.DataLoader.root is None and not lists:
             raise ValueError("no data: set DataLoader.root (CLI: --data-root) or pass data= to train_metric")
-        data = read_splits(config.DataLoader.dataset, config.DataLoader.root)
+        data = read_splits(config.DataLoader.dataset, config.DataLoader.root, lists=lists, image_roots=image_roots)
     _seed_everything(g.seed, g.deterministic)
     output_dir = Path(g.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(output_dir):
+        return _train(config, data, output_dir, resume, progress)
+
+
+def _train(config: Config, data: RetrievalSplits, output_dir: Path, resume: bool, progress: bool) -> TrainResult:
+    g = config.Global
     last = output_dir / "checkpoints" / "last.pt"
     if not resume:
         (output_dir / "log.jsonl").unlink(missing_ok=True)
@@ -290,36 +321,53 @@ def train_metric(
         run.restore(load_checkpoint(last, map_location=run.device))
     (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
 
-    metrics: Dict[str, float] = dict(run.history[-1]["metrics"]) if run.history and run.history[-1].get("metrics") else {}
     if run.epoch == 0 and (g.epochs == 0 or g.eval_before_train) and run.initial_metrics is None:
         run.initial_metrics = metrics = run.evaluate()
         run.log({"event": "eval", "epoch": 0, **metrics})
         run.best = {"recall@1": metrics.get("recall@1", 0.0), "epoch": 0, "metrics": metrics}
         run.save("best.pt")
-    while run.epoch < g.epochs:
-        losses = run.train_epoch()
-        run.epoch += 1
-        record: Dict[str, Any] = {"epoch": run.epoch, "loss": losses, "lr": run.optimizer.param_groups[0]["lr"]}
-        if run.epoch % g.eval_interval == 0 or run.epoch == g.epochs:
-            metrics = run.evaluate()
-            record["metrics"] = metrics
-            run.log({"event": "eval", "epoch": run.epoch, **metrics})
-            if progress:
-                tqdm.write(f"epoch {run.epoch}: loss {losses.get('loss', float('nan')):.4f} " + _format(metrics))
-        run.history.append(record)
-        if "metrics" in record and metrics.get("recall@1", 0.0) > run.best["recall@1"]:
-            run.best = {"recall@1": metrics.get("recall@1", 0.0), "epoch": run.epoch, "metrics": metrics}
-            run.save("best.pt")
-        if run.epoch % g.save_interval == 0 or run.epoch == g.epochs:
-            run.save("last.pt")
+    with run.stop:
+        while run.epoch < g.epochs:
+            losses = run.train_epoch()
+            if run.stop.received:
+                run.save("last.pt")
+                raise TrainingInterrupted(
+                    f"{run.stop.received} at step {run.step} (epoch {run.epoch + 1}); saved {last}; continue with "
+                    "--resume (the interrupted epoch restarts from its beginning with the saved weights)"
+                )
+            run.epoch += 1
+            _finish_epoch(run, losses, progress)
     if g.epochs == 0 or not last.is_file():
         run.save("last.pt")
+    return _summarise(run, data, output_dir)
 
+
+def _finish_epoch(run: _Run, losses: Dict[str, float], progress: bool) -> None:
+    g = run.config.Global
+    record: Dict[str, Any] = {"epoch": run.epoch, "loss": losses, "lr": run.optimizer.param_groups[0]["lr"]}
+    if run.epoch % g.eval_interval == 0 or run.epoch == g.epochs:
+        metrics = run.evaluate()
+        record["metrics"] = metrics
+        run.log({"event": "eval", "epoch": run.epoch, **metrics})
+        if progress:
+            tqdm.write(f"epoch {run.epoch}: loss {losses.get('loss', float('nan')):.4f} " + _format(metrics))
+    run.history.append(record)
+    if "metrics" in record and record["metrics"].get("recall@1", 0.0) > run.best["recall@1"]:
+        run.best = {"recall@1": record["metrics"].get("recall@1", 0.0), "epoch": run.epoch, "metrics": record["metrics"]}
+        run.save("best.pt")
+    if run.epoch % g.save_interval == 0 or run.epoch == g.epochs:
+        run.save("last.pt")
+
+
+def _summarise(run: _Run, data: RetrievalSplits, output_dir: Path) -> TrainResult:
+    evaluated = [h["metrics"] for h in run.history if "metrics" in h]
+    metrics = dict(evaluated[-1]) if evaluated else dict(run.initial_metrics or {})
     summary = {
         **metrics,
         "epochs": run.epoch,
         "train_seconds": round(run.train_seconds, 3),
         "train_images_per_second": round(run.images_seen / run.train_seconds, 3) if run.train_seconds else 0.0,
+        "skipped_steps": run.skipped_steps,
         "best_epoch": run.best["epoch"],
         "best": run.best["metrics"],
         "initial": run.initial_metrics,

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
-from typing import Union
+from typing import Dict, Mapping, Optional, Union
 
-from prodrec.data.dataset import ImageDataset, ImageList, ImageReadError, RetrievalSplits, load_image
+from prodrec.data.dataset import (ImageDataset, ImageList, ImageReadError, RetrievalSplits, _check_query_gallery,
+                                  _raise_problems, load_image)
 from prodrec.data.inshop import read_inshop
 from prodrec.data.lists import read_folder_splits, read_image_folder, read_image_list, read_list_splits
 from prodrec.data.synthetic import make_synthetic_inshop
@@ -26,14 +27,67 @@ __all__ = [
 ]
 
 DATASET_READERS = {"inshop": read_inshop, "list": read_list_splits, "folder": read_folder_splits}
+SPLITS = ("train", "query", "gallery")
+PathLike = Union[str, os.PathLike]
 
 
-def read_splits(dataset: str, root: Union[str, os.PathLike]) -> RetrievalSplits:
+def read_splits(dataset: str, root: Optional[PathLike], *, lists: Optional[Mapping[str, PathLike]] = None,
+                image_roots: Optional[Mapping[str, PathLike]] = None) -> RetrievalSplits:
     """Train/query/gallery listings of ``root`` in the layout named by ``dataset``:
     ``inshop`` (DeepFashion In-shop), ``list`` (``train_list.txt``/``query_list.txt``/
     ``gallery_list.txt`` of ``path label`` lines) or ``folder`` (``train/``, ``query/``,
-    ``gallery/`` with one sub-folder per item)."""
+    ``gallery/`` with one sub-folder per item).
+
+    Args:
+        dataset: The layout.
+        root: The data folder (may be None for ``list`` when ``lists`` names all three lists).
+        lists: ``list`` only: ``{split: list file}`` replacing ``root/<split>_list.txt`` (PaddleClas's
+            ``cls_label_path``).
+        image_roots: ``list`` only: ``{split: folder}`` that split's image paths are relative to
+            (PaddleClas's ``image_root``); default ``root``, else the list's folder. Query and gallery
+            share one label space, the union of their labels.
+    """
     reader = DATASET_READERS.get(dataset)
     if reader is None:
         raise ValueError(f"unknown dataset layout {dataset!r}; choose one of {sorted(DATASET_READERS)}")
-    return reader(root)
+    lists, image_roots = dict(lists or {}), dict(image_roots or {})
+    if not lists and not image_roots:
+        if root is None:
+            raise ValueError(f"no data folder given for the {dataset!r} layout")
+        return reader(root)
+    unknown = sorted((set(lists) | set(image_roots)) - set(SPLITS))
+    if dataset != "list" or unknown:
+        raise ValueError(f"list files and image roots are for the 'list' layout and the splits {SPLITS} only "
+                         f"(got layout {dataset!r}, splits {sorted(set(lists) | set(image_roots))})")
+    return _read_split_lists(root, lists, image_roots)
+
+
+def _read_split_lists(root: Optional[PathLike], lists: Dict[str, PathLike],
+                      image_roots: Dict[str, PathLike]) -> RetrievalSplits:
+    listings: Dict[str, ImageList] = {}
+    problems, missing, used = [], [], []
+    for split in SPLITS:
+        if split not in lists and root is None:
+            problems.append(f"no {split} list: give its list file or a data root holding {split}_list.txt")
+            continue
+        list_path = os.fspath(lists.get(split) or os.path.join(root, f"{split}_list.txt"))
+        used.append(list_path)
+        try:
+            listings[split] = read_image_list(list_path, image_root=image_roots.get(split, root))
+        except FileNotFoundError as error:
+            missing.append(str(error))
+        except ValueError as error:
+            problems.append(str(error))
+    if missing and not problems:
+        raise FileNotFoundError("; ".join(missing))
+    _raise_problems(missing + problems, "cannot read the image lists")
+    # The lists' labels are item ids: query and gallery share the union of theirs, in numeric order.
+    test_classes = [str(label) for label in sorted({int(c) for s in ("query", "gallery")
+                                                    for c in listings[s].classes})]
+
+    def shared(listing: ImageList) -> ImageList:
+        return ImageList.from_names(listing.paths, [listing.classes[i] for i in listing.labels], classes=test_classes)
+
+    splits = RetrievalSplits(train=listings["train"], query=shared(listings["query"]),
+                             gallery=shared(listings["gallery"]))
+    return _check_query_gallery(splits, f"image lists {', '.join(used)}")

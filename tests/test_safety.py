@@ -1,0 +1,91 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from prodrec.losses import WeightedLoss
+from prodrec.safety import NonFiniteError, RunLock, StopSignals, all_finite
+from prodrec.training import train_metric
+from test_training import small_config
+
+
+def test_run_lock_refuses_a_second_run(tmp_path):
+    with RunLock(tmp_path):
+        with pytest.raises(RuntimeError, match=f"pid {os.getpid()}"):
+            RunLock(tmp_path).__enter__()
+    with RunLock(tmp_path):  # released on exit
+        pass
+
+
+def test_training_on_a_locked_folder_is_refused(tiny_inshop, tmp_path):
+    with RunLock(tmp_path / "run"):
+        with pytest.raises(RuntimeError, match="another training run"):
+            train_metric(small_config(tiny_inshop, tmp_path / "run", "Global.epochs=1"), progress=False)
+
+
+def test_stop_signals_are_recorded_and_handlers_restored():
+    before = signal.getsignal(signal.SIGTERM)
+    with StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert stop.received == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_all_finite():
+    weight = torch.nn.Parameter(torch.ones(2))
+    weight.grad = torch.tensor([1.0, float("inf")])
+    assert all_finite({"loss": 1.0}) and not all_finite({"loss": float("nan")})
+    assert not all_finite({"loss": 1.0}, [weight])
+
+
+@pytest.fixture
+def nan_at_step_two(monkeypatch):
+    calls = {"n": 0}
+    original = WeightedLoss.forward
+
+    def forward(self, embeddings, labels):
+        total, terms = original(self, embeddings, labels)
+        calls["n"] += 1
+        return (total * float("nan"), terms) if calls["n"] == 2 else (total, terms)
+
+    monkeypatch.setattr(WeightedLoss, "forward", forward)
+
+
+def test_nan_loss_stops_with_the_step_and_the_fix(tiny_inshop, tmp_path, nan_at_step_two):
+    with pytest.raises(NonFiniteError, match=r"step 2 \(epoch 1\).*loss nan.*on_nonfinite=skip"):
+        train_metric(small_config(tiny_inshop, tmp_path / "run", "Global.epochs=1"), progress=False)
+
+
+def test_nan_loss_skipped_and_counted(tiny_inshop, tmp_path, nan_at_step_two):
+    result = train_metric(small_config(tiny_inshop, tmp_path / "run", "Global.epochs=1", "Global.on_nonfinite=skip"),
+                          progress=False)
+    assert result.summary["skipped_steps"] == 1
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["event"] == "skipped_step"] == [2]
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_continues(tiny_inshop, tmp_path):
+    output = tmp_path / "run"
+    command = [sys.executable, "-m", "prodrec", "train", "--data-root", str(tiny_inshop), "--output", str(output),
+               "--epochs", "50", "--image-size", "32", "--backbone", "resnet18d", "--batch-size", "8", "--quiet",
+               "--set", "DataLoader.num_workers=0", "--set", "Global.print_batch_step=1", "--set", "Global.eval_interval=50"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    log = output / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and '"step"' in log.read_text()):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "SIGTERM" in err and "--resume" in err
+    saved = torch.load(output / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["step"] >= 1
+    result = train_metric(small_config(tiny_inshop, output, "Global.epochs=1"), resume=True, progress=False)
+    assert result.summary["epochs"] == 1 and (output / "summary.json").is_file()
