@@ -179,6 +179,14 @@ def _classification_loss(head: Optional[HeadConfig], params: Dict[str, Any], num
     )
 
 
+def _init_takes(cls: type, name: str) -> bool:
+    """Whether ``cls(...)`` takes ``name``, following ``*args``/``**kwargs`` up to the base classes."""
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass) and name in inspect.signature(klass.__init__).parameters:
+            return True
+    return False
+
+
 def _pml_loss(name: str, params: Dict[str, Any], num_classes: int, width: int, where: str) -> nn.Module:
     cls = getattr(losses, name, None)
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
@@ -189,9 +197,8 @@ def _pml_loss(name: str, params: Dict[str, Any], num_classes: int, width: int, w
     if miner is not None and not isinstance(miner, miners.BaseMiner):
         raise ValueError(f"{where}.miner must be a PML miner by name, e.g. miner: {{BatchHardMiner: {{}}}}")
     kwargs = {key: build_pml_object(value, f"{where}.{key}") for key, value in params.items()}
-    signature = inspect.signature(cls.__init__).parameters
     for key, value in (("num_classes", num_classes), ("embedding_size", width)):
-        if key in signature and key not in kwargs:
+        if key not in kwargs and _init_takes(cls, key):
             kwargs[key] = value
     try:
         return MinedLoss(cls(**kwargs), miner)

@@ -100,6 +100,7 @@ def test_build_loss_any_pml_loss_by_name_with_miner_and_distance():
             {"MultiSimilarityLoss": {"weight": 2.0, "alpha": 2, "miner": {"MultiSimilarityMiner": {"epsilon": 0.1}}}},
             {"ContrastiveLoss": {"distance": {"CosineSimilarity": {}}, "pos_margin": 1, "neg_margin": 0}},
             {"ProxyAnchorLoss": {"margin": 0.1}},
+            {"CosFaceLoss": {"margin": 0.35}},  # its __init__ takes *args: sizes found on the base class
         ],
         head=None,
         num_classes=5,
