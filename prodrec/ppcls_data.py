@@ -181,8 +181,8 @@ def translate_dataloader(section: Section, *, image_shape: Optional[int], mean_s
         blocks = {"query": evaluation.child("Query"), "gallery": evaluation.child("Gallery")}
     else:
         blocks = {"query": evaluation}
-        notes.warn(evaluation.key, "one dataset serves as query and gallery; prodrec does not remove each image's "
-                                   "match with itself (PaddleClas does), so Recall@K and mAP are inflated; give "
+        notes.warn(evaluation.key, "one dataset serves as query and gallery; as in PaddleClas, each image's match "
+                                   "with itself is not removed, so Recall@K is trivially 1.0 and mAP inflated; give "
                                    "DataLoader.Eval.Query and DataLoader.Eval.Gallery blocks for honest numbers")
     for split, block in blocks.items():
         list_path, root, ops, ops_key = _dataset(block, base_dir)
