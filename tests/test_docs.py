@@ -59,7 +59,7 @@ def test_yaml_blocks_are_valid_configs(page):
 @pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "bash")], ids=page_id)
 def test_command_lines_parse(page):
     parser = build_parser()
-    commands = [part.strip() for body, _ in blocks(page, "bash") for line in body.splitlines()
+    commands = [part.strip() for body, _ in blocks(page, "bash") for line in body.replace("\\\n", " ").splitlines()
                 for part in line.split("#")[0].split("&&")]
     prodrec_commands = [c for c in commands if c.startswith("prodrec ")]
     for command in prodrec_commands:
