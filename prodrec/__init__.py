@@ -26,6 +26,8 @@ _EXPORTS = {
     "retrieval_metrics": "prodrec.metrics",
     "knn_search": "prodrec.search",
     "make_synthetic_inshop": "prodrec.data.synthetic",
+    "GalleryIndex": "prodrec.index",
+    "Recognizer": "prodrec.recognizer",
 }
 
 __all__ = ["__version__", *_EXPORTS]

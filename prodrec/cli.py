@@ -1,4 +1,5 @@
-"""The ``prodrec`` command line: train, eval, embed, demo, make-synthetic, convert-paddle, export-config.
+"""The ``prodrec`` command line: train, eval, embed, demo, make-synthetic, convert-paddle, export-config,
+index, search.
 
 Heavy libraries are imported inside the command functions so ``prodrec --help`` is instant.
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from prodrec import __version__
+from prodrec.index_cli import add_commands as add_index_commands
 
 __all__ = ["main", "build_parser", "train_overrides"]
 
@@ -96,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", metavar="NATIVE.yaml", help="file to write (default: print the config)")
     export.add_argument("--set", dest="overrides", action="append", default=[], metavar="Section.key=value",
                         help="override a key of the PaddleClas config before translating; repeatable")
+
+    for name, handler in add_index_commands(commands).items():  # index build|add|remove|info, search
+        commands.choices[name].set_defaults(handler=handler)
     return parser
 
 
@@ -275,7 +280,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
-        return COMMANDS[args.command](args)
+        return (getattr(args, "handler", None) or COMMANDS[args.command])(args)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
         print(f"prodrec {args.command}: error: {error}", file=sys.stderr)
         return 1
