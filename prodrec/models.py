@@ -147,12 +147,12 @@ class Embedder(nn.Module):
                 "embed() takes a tensor batch or a list of images (paths, PIL images or HWC uint8 arrays); "
                 f"got {type(images).__name__}: wrap a single image in a list"
             )
-        from prodrec.data.dataset import load_image
+        from prodrec.data.dataset import as_rgb_array
         from prodrec.data.transforms import eval_transform
 
         transform = eval_transform(self.image_size, self.mean, self.std)
         for start in range(0, len(images), batch_size):
-            yield torch.stack([transform(_to_array(item, load_image)) for item in images[start:start + batch_size]])
+            yield torch.stack([transform(as_rgb_array(item)) for item in images[start:start + batch_size]])
 
     def load_weights(self, path: Union[str, os.PathLike]) -> None:
         """Initialise from a saved prodrec model (backbone + neck) or a timm/torch backbone file."""
@@ -243,18 +243,6 @@ class Embedder(nn.Module):
 def _first(keys: Sequence[str], count: int = 8) -> str:
     shown = ", ".join(keys[:count])
     return f"{len(keys)} keys [{shown}{', ...' if len(keys) > count else ''}]"
-
-
-def _to_array(item: Any, load_image) -> np.ndarray:
-    if isinstance(item, (str, os.PathLike)):
-        return load_image(str(item))
-    if isinstance(item, np.ndarray):
-        if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
-            raise ValueError(f"numpy images must be HxWx3 uint8 RGB, got shape {item.shape} dtype {item.dtype}")
-        return item
-    if hasattr(item, "convert"):  # a PIL image
-        return np.asarray(item.convert("RGB"))
-    raise TypeError(f"cannot embed an item of type {type(item).__name__}; give a path, PIL image or numpy array")
 
 
 def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:

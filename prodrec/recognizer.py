@@ -12,7 +12,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from prodrec.data.dataset import _raise_problems, _read_lines, load_image
+from prodrec.data.dataset import _raise_problems, _read_lines, as_rgb_array
 from prodrec.gallery import check_embedder
 from prodrec.index import GalleryIndex
 from prodrec.models import Embedder
@@ -86,7 +86,7 @@ class Recognizer:
         Raises:
             ValueError: A box that is malformed, inverted, or outside the image once clipped (all listed).
         """
-        pixels = _as_rgb(image)
+        pixels = as_rgb_array(image)
         height, width = pixels.shape[:2]
         regions = _check_boxes(boxes, width, height) if boxes is not None and len(boxes) else [(0, 0, width, height)]
         crops = [np.ascontiguousarray(pixels[y1:y2, x1:x2]) for x1, y1, x2, y2 in regions]
@@ -144,18 +144,6 @@ def read_inshop_boxes(root: Union[str, os.PathLike]) -> Dict[str, Box]:
         problems.append(f"{path}:1: says {int(lines[0])} images but the file lists {len(boxes)}")
     _raise_problems(problems, f"invalid In-shop box file {path}")
     return boxes
-
-
-def _as_rgb(image: Any) -> np.ndarray:
-    if isinstance(image, (str, os.PathLike)):
-        return load_image(os.fspath(image))
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"a numpy image must be HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
-        return image
-    if hasattr(image, "convert"):  # a PIL image
-        return np.asarray(image.convert("RGB"))
-    raise TypeError(f"image must be a path, a PIL image or an HxWx3 uint8 RGB array, got {type(image).__name__}")
 
 
 def _check_boxes(boxes: Sequence[Sequence[float]], width: int, height: int) -> List[Box]:

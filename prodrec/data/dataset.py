@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
 import torch
 
-__all__ = ["ImageList", "RetrievalSplits", "ImageReadError", "load_image", "ImageDataset"]
+__all__ = ["ImageList", "RetrievalSplits", "ImageReadError", "load_image", "as_rgb_array", "ImageDataset"]
 
 _MAX_PROBLEMS_SHOWN = 20
 
@@ -195,3 +195,16 @@ def _missing_file_problems(located: Sequence[tuple[str, str]], root: str, hint: 
     if located and len(missing) == len(located):
         missing.insert(0, f"none of the {len(located)} listed images exists under {root}; {hint}")
     return missing
+
+
+def as_rgb_array(image: Any) -> np.ndarray:
+    """An HxWx3 uint8 RGB array from an image path, a PIL image or such an array (checked)."""
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(os.fspath(image))
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"a numpy image must be HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
+        return image
+    if hasattr(image, "convert"):  # a PIL image
+        return np.asarray(image.convert("RGB"))
+    raise TypeError(f"an image must be a path, a PIL image or an HxWx3 uint8 RGB array, got {type(image).__name__}")
