@@ -1,0 +1,300 @@
+"""prodrec.distributed on 2 CPU processes (gloo over loopback), checked against one process on the full batch."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from prodrec.config import HeadConfig
+from prodrec.distributed import (
+    EmbedderWithLoss, LaunchEnv, cross_rank_loss, init_distributed, read_launch_env, unwrap, wrap_for_training,
+)
+from prodrec.losses import build_loss
+
+WORLD = 2
+HEADS = ("ArcMargin", "FC")
+# float32 sums in another order (all-reduce, gathered batch). Measured with cross-rank mining: loss 1.2e-7 off (values
+# 2-10), gradients 1.9e-6 off where they reach 15 (ArcMargin), i.e. ~1e-7 relative; without it: exactly equal.
+# The tolerance leaves a wide margin yet catches any missing, halved or doubled term.
+TOLERANCE = dict(rtol=1e-5, atol=1e-6)
+APPROX = dict(rel=TOLERANCE["rtol"], abs=TOLERANCE["atol"])
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+class _Done(Exception):
+    """Raised inside the distributed block to check that the process group is destroyed on errors."""
+
+
+def toy(head: str, *, init_seed: int = 0):
+    """A small embedder (no batch norm) with CE (``head``) + TripletLossV2, and a PK batch of 4 items x 2 images."""
+    torch.manual_seed(init_seed)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 8))
+    loss = build_loss([{"CELoss": {"weight": 1.0}}, {"TripletLossV2": {"weight": 1.0, "margin": 0.5}}],
+                      head=HeadConfig(name=head, margin=0.15, scale=30.0), num_classes=4, embedding_size=8)
+    images = torch.randn(8, 6, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    return model, loss, images, labels
+
+
+def step(module: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    total, terms = module(images, labels)
+    total.backward()
+    inner = unwrap(module)
+    return {"total": total.item(), "terms": {name: value.item() for name, value in terms.items()},
+            "params": {name: p.detach().clone() for name, p in inner.named_parameters()},
+            "grads": {name: p.grad.clone() for name, p in inner.named_parameters()}}
+
+
+def train_steps(ctx) -> dict:
+    results = {}
+    for head in HEADS:
+        for cross_rank in (False, True):
+            model, loss, images, labels = toy(head, init_seed=ctx.rank)  # DDP must start every rank from rank 0's
+            part = ctx.shard(len(images))
+            module = wrap_for_training(model, loss, ctx, cross_rank=cross_rank)
+            results[head, cross_rank] = {"ddp": isinstance(module, DistributedDataParallel),
+                                         **step(module, images[part.start:part.stop], labels[part.start:part.stop])}
+    return results
+
+
+def collectives(ctx, folder) -> dict:
+    rank = ctx.rank
+    rows = 5 if rank == 0 else 2
+    shard = np.arange(rank * 100, rank * 100 + rows * 3, dtype=np.float32).reshape(rows, 3)
+    out = {
+        "to_0": ctx.gather_rows(shard, dst=0),
+        "to_all_chunked": ctx.gather_rows(torch.from_numpy(shard), dst=None, chunk_rows=2),
+        "to_1_with_empty": ctx.gather_rows(shard[:0] if rank == 1 else shard, dst=1),
+        "labels": ctx.gather_rows(torch.arange(rows) + 10 * rank, dst=None),
+        "any_on_rank_1": ctx.any_rank(rank == 1),
+        "any_none": ctx.any_rank(False),
+        "mean": ctx.mean({"loss": float(rank), "images": 4.0 + rank}),
+        "broadcast": ctx.broadcast({"from": rank}),
+        "main_only": ctx.main_only(lambda: "ran"),
+        "shard": ctx.shard(7),
+    }
+    try:
+        ctx.gather_rows(np.zeros((2, 3 + rank), dtype=np.float32))
+    except ValueError as error:
+        out["mismatch"] = str(error)
+    flag = folder / "main_first.txt"
+    with ctx.main_first():
+        if ctx.is_main:
+            time.sleep(0.5)  # without main_first's barrier, rank 1 would look before the file exists
+            flag.write_text("written by rank 0")
+        out["main_first_saw"] = flag.read_text() if flag.exists() else None
+    return out
+
+
+def worker(rank: int, port: int, folder) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    results = {}
+    try:
+        with init_distributed("cpu", timeout=timedelta(seconds=60)) as ctx:
+            results["ctx"] = (ctx.rank, ctx.world_size, ctx.local_rank, ctx.device.type, ctx.backend, ctx.is_main)
+            results["training"] = train_steps(ctx)
+            results["collectives"] = collectives(ctx, folder)
+            results["initialized_inside"] = dist.is_initialized()
+            raise _Done
+    except _Done:
+        results["initialized_after_error"] = dist.is_initialized()
+    torch.save(results, folder / f"rank{rank}.pt")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """What each of 2 spawned gloo processes computed."""
+    folder = tmp_path_factory.mktemp("ranks")
+    mp.start_processes(worker, args=(free_port(), folder), nprocs=WORLD, join=True, start_method="spawn")
+    return [torch.load(folder / f"rank{rank}.pt", weights_only=False) for rank in range(WORLD)]
+
+
+@pytest.fixture
+def no_launch(monkeypatch):
+    for key in LAUNCH_KEYS:
+        monkeypatch.delenv(key, raising=False)
+
+
+def single_process(head: str, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    model, loss, _, _ = toy(head)
+    return step(EmbedderWithLoss(model, loss), images, labels)
+
+
+def test_context_and_cleanup_on_error(ranks):
+    assert [r["ctx"] for r in ranks] == [(0, 2, 0, "cpu", "gloo", True), (1, 2, 1, "cpu", "gloo", False)]
+    assert all(r["initialized_inside"] and not r["initialized_after_error"] for r in ranks)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_cross_rank_mining_matches_one_process_on_the_global_batch(ranks, head):
+    _, _, images, labels = toy(head)
+    reference = single_process(head, images, labels)
+    runs = [r["training"][head, True] for r in ranks]
+    assert all(run["ddp"] for run in runs)
+    assert np.mean([run["total"] for run in runs]) == pytest.approx(reference["total"], **APPROX)
+    # the triplet term is the global batch's on every rank; the CE term is each rank's half, averaged
+    for run in runs:
+        assert run["terms"]["TripletLossV2"] == pytest.approx(reference["terms"]["TripletLossV2"], **APPROX)
+    assert np.mean([run["terms"]["CELoss"] for run in runs]) == pytest.approx(reference["terms"]["CELoss"],
+                                                                                **APPROX)
+    for run in runs:
+        for name, grad in reference["grads"].items():  # the head's weights (loss.terms.CELoss.*) included
+            torch.testing.assert_close(run["params"][name], reference["params"][name], rtol=0, atol=0)
+            torch.testing.assert_close(run["grads"][name], grad, **TOLERANCE, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_without_cross_rank_mining_ddp_averages_the_ranks_half_batch_gradients(ranks, head):
+    _, _, images, labels = toy(head)
+    halves = [single_process(head, images[i * 4:(i + 1) * 4], labels[i * 4:(i + 1) * 4]) for i in range(WORLD)]
+    global_batch = single_process(head, images, labels)
+    for rank, run in enumerate(ranks):
+        run = run["training"][head, False]
+        assert run["total"] == pytest.approx(halves[rank]["total"], **APPROX)
+        for name in global_batch["grads"]:
+            torch.testing.assert_close(run["grads"][name], (halves[0]["grads"][name] + halves[1]["grads"][name]) / 2,
+                                       **TOLERANCE)
+        # mining within each half gives a different triplet loss: the data tell the two modes apart
+        assert abs(run["terms"]["TripletLossV2"] - global_batch["terms"]["TripletLossV2"]) > 1e-3
+
+
+def test_gather_rows_unequal_shards_in_rank_order(ranks):
+    full = np.concatenate([np.arange(15, dtype=np.float32).reshape(5, 3),
+                           np.arange(100, 106, dtype=np.float32).reshape(2, 3)])
+    first, second = (r["collectives"] for r in ranks)
+    assert isinstance(first["to_0"], np.ndarray) and second["to_0"] is None
+    np.testing.assert_array_equal(first["to_0"], full)
+    for out in (first, second):
+        assert isinstance(out["to_all_chunked"], torch.Tensor)
+        np.testing.assert_array_equal(out["to_all_chunked"].numpy(), full)
+        assert out["labels"].tolist() == [0, 1, 2, 3, 4, 10, 11]
+    assert first["to_1_with_empty"] is None
+    np.testing.assert_array_equal(second["to_1_with_empty"], full[:5])
+    for out in (first, second):
+        assert "share dtype and trailing shape" in out["mismatch"] and "(3,)" in out["mismatch"]
+
+
+def test_collectives_and_main_process_helpers(ranks):
+    first, second = (r["collectives"] for r in ranks)
+    for out in (first, second):
+        assert out["any_on_rank_1"] is True and out["any_none"] is False
+        assert out["mean"] == {"images": 4.5, "loss": 0.5}
+        assert out["broadcast"] == {"from": 0}
+        assert out["main_first_saw"] == "written by rank 0"
+    assert (first["main_only"], second["main_only"]) == ("ran", None)
+    assert (first["shard"], second["shard"]) == (range(0, 3), range(3, 7))
+
+
+def test_read_launch_env():
+    assert read_launch_env({}) is None
+    env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "node0", "MASTER_PORT": "29500"}
+    assert read_launch_env(env) == LaunchEnv(rank=3, world_size=4, local_rank=1)
+    assert read_launch_env({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}) == LaunchEnv(0, 1, 0)
+
+
+@pytest.mark.parametrize("env, problems", [
+    ({"RANK": "x", "WORLD_SIZE": "2"}, ["LOCAL_RANK is not set", "RANK='x' is not an integer"]),
+    ({"RANK": "2", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}, ["got RANK=2 WORLD_SIZE=2 LOCAL_RANK=0"]),
+    ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}, ["MASTER_ADDR is not set", "MASTER_PORT is not set"]),
+])
+def test_read_launch_env_reports_every_problem(env, problems):
+    with pytest.raises(ValueError, match="torchrun") as error:
+        read_launch_env(env)
+    assert all(problem in str(error.value) for problem in problems)
+
+
+def test_single_process_context_is_a_no_op(no_launch):
+    rows = np.ones((3, 2), dtype=np.float32)
+    with init_distributed("cpu") as ctx:
+        assert (ctx.rank, ctx.world_size, ctx.is_main, ctx.backend, ctx.device) == (0, 1, True, None,
+                                                                                  torch.device("cpu"))
+        assert not dist.is_initialized()
+        assert ctx.gather_rows(rows) is rows and ctx.gather_rows(rows, dst=None) is rows
+        assert ctx.any_rank(True) and not ctx.any_rank(False)
+        assert ctx.mean({"loss": 2.0}) == {"loss": 2.0} and ctx.broadcast([1]) == [1]
+        assert ctx.shard(5) == range(5) and ctx.main_only(lambda: 1) == 1
+        ctx.barrier()
+        with ctx.main_first():
+            pass
+        with pytest.raises(ValueError, match="dst"):
+            ctx.gather_rows(rows, dst=1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for machines without a GPU")
+def test_gpu_device_without_gpu_is_an_error(no_launch):
+    with pytest.raises(ValueError, match="asks for a GPU but none is available"):
+        with init_distributed("cuda"):
+            pass
+
+
+def test_single_process_wrap_is_plain_and_cross_rank_falls_back(no_launch):
+    model, loss, images, labels = toy("ArcMargin")
+    with init_distributed("cpu") as ctx:
+        module = wrap_for_training(model, loss, ctx, cross_rank=True)
+        with pytest.raises(ValueError, match="SyncBatchNorm runs on CUDA only"):
+            wrap_for_training(model, loss, ctx, sync_batchnorm=True)
+    assert type(module) is EmbedderWithLoss and unwrap(module) is module and module.model is model
+    assert step(module, images, labels)["total"] == pytest.approx(single_process("ArcMargin", images, labels)["total"])
+
+
+def test_cross_rank_loss_keeps_the_state_and_refuses_what_it_cannot_mine():
+    _, loss, _, _ = toy("ArcMargin")
+    crossed = cross_rank_loss(loss)
+    assert crossed.state_dict().keys() == loss.state_dict().keys() == {"terms.CELoss.W"}
+    assert crossed.terms["CELoss"] is loss.terms["CELoss"] and crossed.weights == loss.weights
+    head = HeadConfig(name="FC")
+    with pytest.raises(ValueError, match=r"needs a pair or triplet loss .* only \['CELoss'\]"):
+        cross_rank_loss(build_loss([{"CELoss": {}}], head=head, num_classes=4, embedding_size=8))
+    with pytest.raises(ValueError, match="ProxyAnchorLoss: cross-rank mining takes stateless"):
+        cross_rank_loss(build_loss([{"ProxyAnchorLoss": {}}], head=head, num_classes=4, embedding_size=8))
+
+
+def test_embedder_runs_under_autocast_and_the_loss_in_float32():
+    model, loss, images, labels = toy("FC")
+    seen = []
+    model.register_forward_hook(lambda _module, _inputs, output: seen.append(output.dtype))
+    total, _ = EmbedderWithLoss(model, loss, amp_dtype=torch.bfloat16)(images, labels)
+    assert seen == [torch.bfloat16] and total.dtype == torch.float32
+
+
+def test_torchrun_launch(tmp_path):
+    """``python -m torch.distributed.run --nproc_per_node=2 -m MODULE`` reaches init_distributed in both ranks."""
+    (tmp_path / "ddp_probe.py").write_text(
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "import numpy as np\n"
+        "from prodrec.distributed import init_distributed\n"
+        "with init_distributed('cpu') as ctx:\n"
+        "    rows = ctx.gather_rows(np.full((ctx.rank + 1, 2), ctx.rank, dtype=np.float32), dst=None)\n"
+        "    Path(sys.argv[1], f'rank{ctx.rank}.json').write_text(json.dumps(\n"
+        "        {'world': ctx.world_size, 'backend': ctx.backend, 'rows': rows.tolist()}))\n")
+    env = {key: value for key, value in os.environ.items() if key not in LAUNCH_KEYS}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO), env.get("PYTHONPATH", "")])
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
+               "-m", "ddp_probe", str(tmp_path)]
+    launched = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    # The ranks' own results decide: the launcher has been seen to abort at teardown after both ranks finished.
+    written = sorted(tmp_path.glob("rank*.json"))
+    assert len(written) == WORLD, f"exit {launched.returncode}\n{launched.stderr[-3000:]}"
+    for path in written:
+        assert json.loads(path.read_text()) == {"world": 2, "backend": "gloo", "rows": [[0, 0], [1, 1], [1, 1]]}
