@@ -5,7 +5,8 @@ import os
 from typing import Dict, Mapping, Optional, Union
 
 from prodrec.data.dataset import (ImageDataset, ImageList, ImageReadError, RetrievalSplits, _check_query_gallery,
-                                  _raise_problems, load_image)
+                                  _confine, _raise_problems, load_image)
+from prodrec.data.image_check import BAD_IMAGE_POLICIES, check_images, check_splits
 from prodrec.data.inshop import read_inshop
 from prodrec.data.lists import read_folder_splits, read_image_folder, read_image_list, read_list_splits
 from prodrec.data.synthetic import make_synthetic_inshop
@@ -16,6 +17,9 @@ __all__ = [
     "ImageReadError",
     "RetrievalSplits",
     "load_image",
+    "BAD_IMAGE_POLICIES",
+    "check_images",
+    "check_splits",
     "read_inshop",
     "read_image_list",
     "read_image_folder",
@@ -32,7 +36,8 @@ PathLike = Union[str, os.PathLike]
 
 
 def read_splits(dataset: str, root: Optional[PathLike], *, lists: Optional[Mapping[str, PathLike]] = None,
-                image_roots: Optional[Mapping[str, PathLike]] = None) -> RetrievalSplits:
+                image_roots: Optional[Mapping[str, PathLike]] = None,
+                confine_to_root: bool = False) -> RetrievalSplits:
     """Train/query/gallery listings of ``root`` in the layout named by ``dataset``:
     ``inshop`` (DeepFashion In-shop), ``list`` (``train_list.txt``/``query_list.txt``/
     ``gallery_list.txt`` of ``path label`` lines) or ``folder`` (``train/``, ``query/``,
@@ -46,34 +51,43 @@ def read_splits(dataset: str, root: Optional[PathLike], *, lists: Optional[Mappi
         image_roots: ``list`` only: ``{split: folder}`` that split's image paths are relative to
             (PaddleClas's ``image_root``); default ``root``, else the list's folder. Query and gallery
             share one label space, the union of their labels.
+        confine_to_root: Every list file and every image path must lie inside ``root`` after resolving
+            symlinks and ``..`` (for data sets from untrusted configs); one ValueError names every path
+            outside it.
     """
     reader = DATASET_READERS.get(dataset)
     if reader is None:
         raise ValueError(f"unknown dataset layout {dataset!r}; choose one of {sorted(DATASET_READERS)}")
     lists, image_roots = dict(lists or {}), dict(image_roots or {})
+    if confine_to_root and root is None:
+        raise ValueError("confine_to_root needs the data root: give root (CLI --data-root)")
     if not lists and not image_roots:
         if root is None:
             raise ValueError(f"no data folder given for the {dataset!r} layout")
-        return reader(root)
+        return reader(root, confine_to_root=confine_to_root)
     unknown = sorted((set(lists) | set(image_roots)) - set(SPLITS))
     if dataset != "list" or unknown:
         raise ValueError(f"list files and image roots are for the 'list' layout and the splits {SPLITS} only "
                          f"(got layout {dataset!r}, splits {sorted(set(lists) | set(image_roots))})")
-    return _read_split_lists(root, lists, image_roots)
+    return _read_split_lists(root, lists, image_roots, os.path.abspath(os.fspath(root)) if confine_to_root else None)
 
 
-def _read_split_lists(root: Optional[PathLike], lists: Dict[str, PathLike],
-                      image_roots: Dict[str, PathLike]) -> RetrievalSplits:
+def _read_split_lists(root: Optional[PathLike], lists: Dict[str, PathLike], image_roots: Dict[str, PathLike],
+                      confine_to: Optional[str]) -> RetrievalSplits:
     listings: Dict[str, ImageList] = {}
-    problems, missing, used = [], [], []
+    list_files: Dict[str, str] = {}
+    problems, missing = [], []
     for split in SPLITS:
         if split not in lists and root is None:
             problems.append(f"no {split} list: give its list file or a data root holding {split}_list.txt")
             continue
-        list_path = os.fspath(lists.get(split) or os.path.join(root, f"{split}_list.txt"))
-        used.append(list_path)
+        list_files[split] = os.path.abspath(os.fspath(lists.get(split) or os.path.join(root, f"{split}_list.txt")))
+    _raise_problems(_confine([(f"{split} list", path) for split, path in list_files.items()], confine_to)[1],
+                    "image lists")
+    for split, list_path in list_files.items():
         try:
-            listings[split] = read_image_list(list_path, image_root=image_roots.get(split, root))
+            listings[split] = read_image_list(list_path, image_root=image_roots.get(split, root),
+                                              confine_to=confine_to)
         except FileNotFoundError as error:
             missing.append(str(error))
         except ValueError as error:
@@ -90,4 +104,4 @@ def _read_split_lists(root: Optional[PathLike], lists: Dict[str, PathLike],
 
     splits = RetrievalSplits(train=listings["train"], query=shared(listings["query"]),
                              gallery=shared(listings["gallery"]))
-    return _check_query_gallery(splits, f"image lists {', '.join(used)}")
+    return _check_query_gallery(splits, f"image lists {', '.join(list_files.values())}")

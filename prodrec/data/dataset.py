@@ -1,4 +1,4 @@
-"""Image listings (paths + labels), image decoding and the torch ``Dataset`` over them.
+"""Image listings (paths + labels) and the torch ``Dataset`` over them (decoding is in ``prodrec.data.decode``).
 
 Readers (``inshop``, ``lists``, ``synthetic``) produce :class:`ImageList` / :class:`RetrievalSplits`;
 :class:`ImageDataset` turns a listing plus a transform into ``(tensor, label)`` samples.
@@ -8,13 +8,15 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 
-__all__ = ["ImageList", "RetrievalSplits", "ImageReadError", "load_image", "as_rgb_array", "ImageDataset"]
+from prodrec.data.decode import ImageReadError, _printable, as_rgb_array, load_image
+
+# ImageReadError, load_image and as_rgb_array live in prodrec.data.decode and are re-exported here.
+__all__ = ["ImageList", "RetrievalSplits", "ImageDataset", "ImageReadError", "load_image", "as_rgb_array"]
 
 _MAX_PROBLEMS_SHOWN = 20
 
@@ -24,7 +26,7 @@ class ImageList:
     """A listing of labelled images (no pixels).
 
     Attributes:
-        paths: Absolute image paths.
+        paths: Absolute image paths (``bytes`` paths are decoded with ``os.fsdecode``).
         labels: int64 ``[N]`` label indices into ``classes`` (read-only).
         classes: Original item id / class name of each label index.
     """
@@ -34,7 +36,7 @@ class ImageList:
     classes: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        paths = tuple(str(p) for p in self.paths)
+        paths = tuple(os.fsdecode(p) if isinstance(p, bytes) else str(p) for p in self.paths)
         classes = tuple(str(c) for c in self.classes)
         labels = np.array(self.labels, dtype=np.int64)
         if labels.ndim != 1 or len(labels) != len(paths):
@@ -99,71 +101,52 @@ class RetrievalSplits:
         return int(np.count_nonzero(~np.isin(self.query.labels, self.gallery.labels)))
 
 
-class ImageReadError(ValueError):
-    """An image file could not be read or decoded; the message names the file and the reason."""
-
-
-def load_image(path: str) -> np.ndarray:
-    """Read an image file as an ``HxWx3`` uint8 RGB array.
-
-    Grayscale, RGBA (alpha dropped) and 16-bit images are converted; EXIF orientation is applied.
-    ``np.fromfile`` + ``cv2.imdecode`` handles paths ``cv2.imread`` cannot (non-ASCII on Windows).
-
-    Raises:
-        ImageReadError: The file is missing, unreadable or not a decodable image.
-    """
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as error:
-        raise ImageReadError(f"cannot read image {path}: {error.strerror or error}") from error
-    if data.size == 0:
-        raise ImageReadError(f"cannot read image {path}: the file is empty")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    if image is None:
-        raise ImageReadError(f"cannot read image {path}: not a decodable image file "
-                             f"({data.size} bytes; OpenCV could not decode it)")
-    if image.dtype == np.uint16:
-        image = cv2.convertScaleAbs(image, alpha=255.0 / 65535.0)
-    elif image.dtype != np.uint8:
-        raise ImageReadError(f"cannot read image {path}: unsupported pixel type {image.dtype} "
-                             "(expected 8- or 16-bit)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 class ImageDataset(torch.utils.data.Dataset):
     """``(transform(image), label)`` samples of an :class:`ImageList`.
 
     Args:
         images: The listing.
         transform: Maps an ``HxWx3`` uint8 RGB array to a tensor (see ``prodrec.data.transforms``).
+        decode_size: Decode JPEGs at reduced size while the shorter side stays at least this (see
+            :func:`load_image`'s ``min_size``); set it to the size the transform resizes to. None: full size.
     """
 
-    def __init__(self, images: ImageList, transform: Callable[[np.ndarray], torch.Tensor]) -> None:
+    def __init__(self, images: ImageList, transform: Callable[[np.ndarray], torch.Tensor], *,
+                 decode_size: Optional[int] = None) -> None:
         if not isinstance(images, ImageList):
             raise TypeError(f"ImageDataset: images must be an ImageList, got {type(images).__name__}")
         if not callable(transform):
             raise TypeError(f"ImageDataset: transform must be callable, got {type(transform).__name__}")
+        if decode_size is not None and (isinstance(decode_size, bool) or not isinstance(decode_size, int)
+                                        or decode_size < 1):
+            raise ValueError(f"ImageDataset: decode_size must be a positive int or None, got {decode_size!r}")
         self.images = images
         self.transform = transform
+        self.decode_size = decode_size
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(load_image(self.images.paths[index])), int(self.images.labels[index])
+        image = load_image(self.images.paths[index], min_size=self.decode_size)
+        return self.transform(image), int(self.images.labels[index])
 
     def __repr__(self) -> str:
-        return f"ImageDataset({self.images!r}, transform={self.transform!r})"
+        return f"ImageDataset({self.images!r}, transform={self.transform!r}, decode_size={self.decode_size})"
+
+
+def _problem_report(problems: Sequence[str], what: str) -> str:
+    """``what: N problem(s):`` and the problems, one a line (the first 20, then a count)."""
+    shown = "\n  ".join(problems[:_MAX_PROBLEMS_SHOWN])
+    more = len(problems) - _MAX_PROBLEMS_SHOWN
+    tail = f"\n  ... and {more} more problem(s)" if more > 0 else ""
+    return f"{what}: {len(problems)} problem(s):\n  {shown}{tail}"
 
 
 def _raise_problems(problems: Sequence[str], what: str) -> None:
     """Raise one ValueError listing every problem (the first 20, then a count); no-op when empty."""
-    if not problems:
-        return
-    shown = "\n  ".join(problems[:_MAX_PROBLEMS_SHOWN])
-    more = len(problems) - _MAX_PROBLEMS_SHOWN
-    tail = f"\n  ... and {more} more problem(s)" if more > 0 else ""
-    raise ValueError(f"{what}: {len(problems)} problem(s):\n  {shown}{tail}")
+    if problems:
+        raise ValueError(_problem_report(problems, what))
 
 
 def _check_query_gallery(splits: RetrievalSplits, what: str) -> RetrievalSplits:
@@ -178,14 +161,23 @@ def _check_query_gallery(splits: RetrievalSplits, what: str) -> RetrievalSplits:
     return splits
 
 
-
 def _read_lines(path: str) -> list[str]:
-    """The lines of a UTF-8 text listing; a binary or mis-encoded file raises ValueError naming it."""
+    """The lines of a UTF-8 text listing; ValueError naming every line (file:line) that is not UTF-8."""
+    with open(path, "rb") as file:
+        data = file.read()
     try:
-        with open(path, encoding="utf-8-sig") as file:
-            return file.read().splitlines()
+        return data.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start})") from error
+        problems = []
+        for number, line in enumerate(data.split(b"\n"), start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                problems.append(f"{path}:{number}: byte {line[bad.start]:#04x} at column {bad.start + 1} is not "
+                                f"UTF-8: {line.decode('utf-8', 'backslashreplace').strip()}")
+        assert problems, "a UTF-8 error that no line has"
+        raise ValueError(_problem_report(problems, f"{path} is not a UTF-8 text file (re-save it as UTF-8, e.g. "
+                                                   "with `iconv -f latin1 -t utf-8`)")) from error
 
 
 def _missing_file_problems(located: Sequence[tuple[str, str]], root: str, hint: str) -> list[str]:
@@ -197,14 +189,30 @@ def _missing_file_problems(located: Sequence[tuple[str, str]], root: str, hint: 
     return missing
 
 
-def as_rgb_array(image: Any) -> np.ndarray:
-    """An HxWx3 uint8 RGB array from an image path, a PIL image or such an array (checked)."""
-    if isinstance(image, (str, os.PathLike)):
-        return load_image(os.fspath(image))
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"a numpy image must be HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
-        return image
-    if hasattr(image, "convert"):  # a PIL image
-        return np.asarray(image.convert("RGB"))
-    raise TypeError(f"an image must be a path, a PIL image or an HxWx3 uint8 RGB array, got {type(image).__name__}")
+def _confine(located: Sequence[tuple[str, str]], root: Optional[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Split ``(where, path)`` pairs into those inside ``root`` after resolving symlinks and ``..`` and problems
+    naming the others (a how-to-fix line first); all are inside when ``root`` is None."""
+    if root is None:
+        return list(located), []
+    real_root = os.path.realpath(root)
+    prefix = real_root.rstrip(os.sep) + os.sep
+    real_folders: dict[str, str] = {}
+    inside, outside = [], []
+    for where, path in located:
+        folder, name = os.path.split(path)
+        if name in ("", ".", "..") or os.path.islink(path):
+            real = os.path.realpath(path)
+        else:  # one realpath per folder: 50k images take a second, not ten
+            if folder not in real_folders:
+                real_folders[folder] = os.path.realpath(folder)
+            real = os.path.join(real_folders[folder], name)
+        if real == real_root or real.startswith(prefix):
+            inside.append((where, path))
+        else:
+            outside.append(f"{where}: {_printable(path)}" + (f" (resolves to {_printable(real)})" if real != path
+                                                             else ""))
+    if outside:
+        outside.insert(0, f"{len(outside)} listed path(s) lie outside the data root {_printable(real_root)} "
+                          "(after resolving symlinks and '..') and confinement to it is on: move or copy those "
+                          "files under the data root (and fix the list), or turn confinement off")
+    return inside, outside

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from prodrec.data.dataset import (ImageList, RetrievalSplits, _check_query_gallery, _missing_file_problems,
+from prodrec.data.dataset import (ImageList, RetrievalSplits, _check_query_gallery, _confine, _missing_file_problems,
                                   _raise_problems, _read_lines)
 
 __all__ = ["read_inshop"]
@@ -13,7 +13,7 @@ _HEADER = ("image_name", "item_id", "evaluation_status")
 _STATUSES = ("train", "query", "gallery")
 
 
-def read_inshop(root: str | os.PathLike, *, check_files: bool = True) -> RetrievalSplits:
+def read_inshop(root: str | os.PathLike, *, check_files: bool = True, confine_to_root: bool = False) -> RetrievalSplits:
     """Read the In-shop train / query / gallery splits.
 
     Train labels are the sorted train item ids mapped to ``0..C-1``; query and gallery share one mapping
@@ -22,6 +22,8 @@ def read_inshop(root: str | os.PathLike, *, check_files: bool = True) -> Retriev
     Args:
         root: The folder that holds ``Eval/list_eval_partition.txt`` and the ``img/`` tree.
         check_files: Also check that every listed image exists.
+        confine_to_root: The partition file and every image must lie in ``root`` after resolving symlinks and
+            ``..`` (entries such as ``img/../../x.jpg`` or symlinks out are reported).
 
     Raises:
         FileNotFoundError: ``root`` or the partition file does not exist.
@@ -34,6 +36,8 @@ def read_inshop(root: str | os.PathLike, *, check_files: bool = True) -> Retriev
             f"DeepFashion In-shop partition file not found: {partition}. Expected layout: "
             f"<root>/{_PARTITION_FILE.replace(os.sep, '/')} and the images under <root>/img/...; "
             "pass the folder that holds Eval/ and img/ as root")
+    confine_to = root if confine_to_root else None
+    _raise_problems(_confine([("partition file", partition)], confine_to)[1], "DeepFashion In-shop")
     lines = _read_lines(partition)
     problems: list[str] = []
 
@@ -63,22 +67,25 @@ def read_inshop(root: str | os.PathLike, *, check_files: bool = True) -> Retriev
             problems.append(f"{partition}:{number}: unknown evaluation_status {status!r} "
                             f"(expected one of {', '.join(_STATUSES)})")
             continue
-        if name in first_line:
+        path = os.path.normpath(os.path.join(root, name))
+        if path in first_line:
             problems.append(f"{partition}:{number}: duplicate image {name} (first listed on line "
-                            f"{first_line[name]})")
+                            f"{first_line[path]})")
             continue
-        first_line[name] = number
-        rows[status].append((number, os.path.join(root, name), item))
+        first_line[path] = number
+        rows[status].append((number, path, item))
 
     if declared is not None and declared != num_rows:
         problems.append(f"{partition}:1: says {declared} images but the file lists {num_rows} rows")
     for status, entries in rows.items():
         if not entries:
             problems.append(f"{partition}: no '{status}' rows (the {status} split is empty)")
+    located, outside = _confine([(f"{partition}:{number}", path) for number, path in
+                                 sorted((number, path) for split in rows.values() for number, path, _ in split)],
+                                confine_to)
+    problems.extend(outside)
     if check_files:
-        located = sorted((number, path) for split in rows.values() for number, path, _ in split)
-        problems.extend(_missing_file_problems([(f"{partition}:{number}", path) for number, path in located],
-                                               root, "root must be the folder that holds Eval/ and img/"))
+        problems.extend(_missing_file_problems(located, root, "root must be the folder that holds Eval/ and img/"))
     _raise_problems(problems, f"invalid DeepFashion In-shop partition {partition}")
 
     def listing(entries: list[tuple[int, str, str]], classes: list[str] | None = None) -> ImageList:

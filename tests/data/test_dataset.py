@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from prodrec.data.dataset import ImageDataset, ImageList, ImageReadError, RetrievalSplits, load_image
+from prodrec.data.dataset import ImageDataset, ImageList, RetrievalSplits
 
 
 def _write(path, image):
@@ -12,45 +12,6 @@ def _write(path, image):
     assert ok
     encoded.tofile(str(path))
     return str(path)
-
-
-def test_load_image_returns_rgb_from_bgr_file(tmp_path):
-    bgr = np.zeros((4, 5, 3), np.uint8)
-    bgr[..., 0], bgr[..., 1], bgr[..., 2] = 10, 20, 30
-    image = load_image(_write(tmp_path / "a.png", bgr))
-    assert image.dtype == np.uint8 and image.shape == (4, 5, 3)
-    assert image[0, 0].tolist() == [30, 20, 10]
-
-
-def test_load_image_reads_odd_paths(tmp_path):
-    path = _write(tmp_path / "dir with spaces" / "ümlaut bild.jpg", np.full((6, 7, 3), 128, np.uint8))
-    assert load_image(path).shape == (6, 7, 3)
-
-
-def test_load_image_converts_gray_rgba_and_16_bit(tmp_path):
-    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    image = load_image(_write(tmp_path / "gray.png", gray))
-    assert image.shape == (3, 4, 3) and (image == gray[..., None]).all()
-
-    bgra = np.zeros((3, 4, 4), np.uint8)
-    bgra[..., 0], bgra[..., 1], bgra[..., 2], bgra[..., 3] = 1, 2, 3, 0
-    assert load_image(_write(tmp_path / "rgba.png", bgra))[0, 0].tolist() == [3, 2, 1]
-
-    deep = np.array([[0, 257 * 100, 65535]], np.uint16)
-    image = load_image(_write(tmp_path / "deep.png", deep))
-    assert image.dtype == np.uint8 and image[0, :, 0].tolist() == [0, 100, 255]
-
-
-@pytest.mark.parametrize("content, reason", [(None, "No such file"), (b"", "empty"),
-                                             (b"not an image at all", "not a decodable image")])
-def test_load_image_errors_name_the_file_and_reason(tmp_path, content, reason):
-    path = tmp_path / "bad.jpg"
-    if content is not None:
-        path.write_bytes(content)
-    with pytest.raises(ImageReadError, match=reason) as info:
-        load_image(str(path))
-    assert str(path) in str(info.value)
-    assert isinstance(info.value, ValueError)
 
 
 def test_image_list_coerces_and_validates():
@@ -94,3 +55,17 @@ def test_image_dataset_returns_transformed_image_and_label(tmp_path):
     assert label == 1 and type(label) is int
     with pytest.raises(TypeError, match="ImageList"):
         ImageDataset(paths, lambda image: image)
+
+
+def test_image_dataset_decode_size(tmp_path):
+    path = _write(tmp_path / "big.jpg", np.full((400, 600, 3), 90, np.uint8))
+    images = ImageList([path], [0], ["a"])
+    assert ImageDataset(images, np.shape)[0][0] == (400, 600, 3)
+    assert ImageDataset(images, np.shape, decode_size=100)[0][0] == (100, 150, 3)
+    with pytest.raises(ValueError, match="decode_size must be a positive int"):
+        ImageDataset(images, np.shape, decode_size=0)
+
+
+def test_image_list_decodes_bytes_paths():
+    images = ImageList([b"/data/caf\xe9.jpg", "/data/b.jpg"], [0, 0], ["x"])
+    assert images.paths == ("/data/caf\udce9.jpg", "/data/b.jpg")

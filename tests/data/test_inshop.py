@@ -115,3 +115,29 @@ def test_full_size_partition_is_fast(tmp_path):
     assert time.perf_counter() - start < 5.0
     assert (len(splits.train), len(splits.query), len(splits.gallery)) == (25882, 14218, 12612)
     assert splits.train.num_classes == len(set(i // 7 for i in range(25882)))
+
+
+def test_confinement_to_the_root(tmp_path):
+    root, outside = tmp_path / "inshop", tmp_path / "outside"
+    for name in ("a.jpg", "b.jpg", "c/d.jpg"):
+        (outside / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(outside / name), np.zeros((8, 8, 3), np.uint8))
+    rows = ROWS + [("img/../../outside/a.jpg", "id_00000300", "gallery"),
+                   (str(outside / "b.jpg"), "id_00000300", "gallery"),
+                   ("img/linked/d.jpg", "id_00000300", "gallery")]
+    _inshop(root, ROWS, count=len(rows), extra_lines=[f"{n} {i} {s}" for n, i, s in rows[len(ROWS):]])
+    (root / "img" / "linked").symlink_to(outside / "c")
+    assert len(read_inshop(root).gallery) == 5
+    with pytest.raises(ValueError, match=r"4 problem\(s\)") as info:
+        read_inshop(root, confine_to_root=True)
+    message = str(info.value)
+    partition = root / "Eval" / "list_eval_partition.txt"
+    assert f"3 listed path(s) lie outside the data root {os.path.realpath(root)}" in message
+    assert f"{partition}:10: {outside / 'a.jpg'}\n" in message
+    assert f"{partition}:11: {outside / 'b.jpg'}\n" in message
+    assert f"{partition}:12: {root / 'img/linked/d.jpg'} (resolves to {outside / 'c/d.jpg'})" in message
+
+    (root / "Eval" / "list_eval_partition.txt").rename(outside / "partition.txt")
+    (root / "Eval" / "list_eval_partition.txt").symlink_to(outside / "partition.txt")
+    with pytest.raises(ValueError, match=r"partition file: .* \(resolves to .*outside/partition.txt\)"):
+        read_inshop(root, confine_to_root=True)

@@ -24,11 +24,74 @@ def _list(path, entries, *, images=True, extra=""):
 
 
 def test_read_image_list_remaps_labels_numerically(tmp_path):
-    entries = [("a/x 1.jpg", 10), ("b/y.jpg", 2), ("c/z.jpg", -1), ("d/w.jpg", 10)]
+    entries = [("a/x 1.jpg", 10), ("b/y.jpg", 2), ("c/z.jpg", 0), ("d/w.jpg", 10)]
     images = read_image_list(_list(tmp_path / "train.txt", entries, extra="\n  \n"))
-    assert images.classes == ("-1", "2", "10")
+    assert images.classes == ("0", "2", "10")
     assert images.labels.tolist() == [2, 1, 0, 2]
     assert images.paths[0] == os.path.join(str(tmp_path), "a/x 1.jpg")
+
+
+def test_paths_with_spaces_and_tab_separated_lines_with_a_product_name(tmp_path):
+    for name in ("my photos/front  view.jpg", "b c.jpg", "d.jpg"):
+        _image(tmp_path / name)
+    (tmp_path / "l.txt").write_text("my photos/front  view.jpg   7\n"
+                                    "b c.jpg\t3\tCoca Cola 330 ml\n"
+                                    "d.jpg\t3\n")
+    images = read_image_list(tmp_path / "l.txt")
+    assert [os.path.relpath(p, tmp_path) for p in images.paths] == ["my photos/front  view.jpg", "b c.jpg", "d.jpg"]
+    assert images.classes == ("3", "7") and images.labels.tolist() == [1, 0, 0]
+    (tmp_path / "bad.txt").write_text("b c.jpg 3 Coca Cola\nd.jpg\t3\tname\textra\nb c.jpg\t\tname\n")
+    with pytest.raises(ValueError, match="3 problem") as info:
+        read_image_list(tmp_path / "bad.txt")
+    message = str(info.value)
+    assert ("bad.txt:1: the label must be an integer, got 'Cola' (a product name after the label needs "
+            "tab-separated fields: path<TAB>label<TAB>name)") in message
+    assert "bad.txt:2: expected 'path<TAB>label[<TAB>product name]'" in message
+    assert "bad.txt:3: expected 'path<TAB>label[<TAB>product name]'" in message
+
+
+def test_negative_labels_non_utf8_lines_and_normalised_duplicates(tmp_path):
+    for name in ("a.jpg", "b.jpg"):
+        _image(tmp_path / name)
+    (tmp_path / "l.txt").write_text("a.jpg 0\nb.jpg 1\n./a.jpg 1\nsub/../b.jpg 2\nc.jpg -1\n")
+    with pytest.raises(ValueError, match="3 problem") as info:
+        read_image_list(tmp_path / "l.txt")
+    message = str(info.value)
+    assert "l.txt:3: duplicate image ./a.jpg (first listed on line 1)" in message
+    assert "l.txt:4: duplicate image sub/../b.jpg (first listed on line 2)" in message
+    assert "l.txt:5: negative label -1; labels are item ids >= 0" in message  # and not also 'image not found'
+
+    (tmp_path / "latin1.txt").write_bytes("a.jpg 0\ncaf\xe9.jpg 1\nb.jpg 1\n\xff.jpg 2\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="2 problem") as info:
+        read_image_list(tmp_path / "latin1.txt")
+    message = str(info.value)
+    assert "latin1.txt is not a UTF-8 text file (re-save it as UTF-8" in message
+    assert "latin1.txt:2: byte 0xe9 at column 4 is not UTF-8: caf\\xe9.jpg 1\n" in message
+    assert "latin1.txt:4: byte 0xff at column 1 is not UTF-8" in message
+
+
+def test_confinement_reports_every_path_outside_the_root(tmp_path):
+    root, outside = tmp_path / "data", tmp_path / "elsewhere"
+    _image(root / "in.jpg")
+    _image(outside / "out.jpg")
+    _image(outside / "out2.jpg")
+    (root / "link.jpg").symlink_to(outside / "out.jpg")
+    (root / "linked_dir").symlink_to(outside)
+    (root / "l.txt").write_text(f"in.jpg 0\n../elsewhere/out.jpg 1\n{outside / 'out2.jpg'} 2\nlink.jpg 3\n"
+                                "linked_dir/out.jpg 4\nsub/../in2.jpg 5\n")
+    assert len(read_image_list(root / "l.txt", check_files=False)) == 6
+    with pytest.raises(ValueError, match="6 problem") as info:  # a how-to-fix line, 4 outside, 1 missing
+        read_image_list(root / "l.txt", confine_to=root)
+    message = str(info.value)
+    real_out = os.path.realpath(outside / "out.jpg")
+    assert (f"4 listed path(s) lie outside the data root {os.path.realpath(root)} (after resolving symlinks "
+            "and '..') and confinement to it is on: move or copy those files under the data root") in message
+    assert f"l.txt:2: {outside / 'out.jpg'}\n" in message  # '..' is resolved in the listed path already
+    assert f"l.txt:3: {outside / 'out2.jpg'}\n" in message
+    assert f"l.txt:4: {root / 'link.jpg'} (resolves to {real_out})" in message
+    assert f"l.txt:5: {root / 'linked_dir' / 'out.jpg'} (resolves to {real_out})" in message
+    assert "l.txt:6: image not found" in message  # inside the root: only missing
+    assert "l.txt:2: image not found" not in message
 
 
 def test_read_image_list_image_root(tmp_path):
@@ -123,3 +186,24 @@ def test_read_folder_splits(tmp_path):
     assert splits.query.labels.tolist() == [1, 2] and splits.gallery.labels.tolist() == [0, 2]
     with pytest.raises(FileNotFoundError, match="split folder"):
         read_folder_splits(tmp_path / "train")
+
+
+def test_confined_list_and_folder_splits(tmp_path):
+    root, outside = tmp_path / "data", tmp_path / "elsewhere"
+    _list(root / "train_list.txt", [("t/1.jpg", 0)])
+    _list(root / "gallery_list.txt", [("g/1.jpg", 1)])
+    _list(outside / "query_list.txt", [("q/1.jpg", 1)], images=False)
+    _image(root / "q" / "1.jpg")
+    (root / "query_list.txt").symlink_to(outside / "query_list.txt")
+    assert len(read_list_splits(root).query) == 1
+    with pytest.raises(ValueError, match=r"(?s)image lists under .*1 listed path.*query list: .*query_list.txt "
+                                         r"\(resolves to .*elsewhere/query_list.txt\)"):
+        read_list_splits(root, confine_to_root=True)
+
+    for name in ("train/a/1.jpg", "query/b/1.jpg", "gallery/b/2.jpg"):
+        _image(root / "folders" / name)
+    _image(outside / "c" / "3.jpg")
+    (root / "folders" / "gallery" / "c").symlink_to(outside / "c")
+    assert len(read_folder_splits(root / "folders").gallery) == 2
+    with pytest.raises(ValueError, match=r"(?s)1 listed path.*image: .*gallery/c/3.jpg \(resolves to "):
+        read_folder_splits(root / "folders", confine_to_root=True)

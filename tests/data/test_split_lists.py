@@ -73,3 +73,22 @@ def test_config_keys(layout):
     assert Config().DataLoader.split_files() == ({}, {})
     with pytest.raises(ConfigError, match="DataLoader.query_list apply to DataLoader.dataset: list only"):
         Config.from_dict({"DataLoader": {"query_list": lists["query"]}})
+
+
+def test_confine_to_root(layout, tmp_path):
+    lists, roots = layout
+    with pytest.raises(ValueError, match="confine_to_root needs the data root"):
+        read_splits("list", None, lists=lists, image_roots=roots, confine_to_root=True)
+    assert len(read_splits("list", tmp_path, lists=lists, image_roots=roots, confine_to_root=True).gallery) == 3
+    inner = tmp_path / "train_images"
+    with pytest.raises(ValueError, match=r"(?s)image lists: 3 problem.*2 listed path.*lie outside the data root "
+                                         r".*train list: .*lists/train.txt\n  gallery list: .*lists/gallery.txt$"):
+        read_splits("list", inner, lists={"train": lists["train"], "gallery": lists["gallery"]}, confine_to_root=True)
+    for split in ("train", "query", "gallery"):  # lists and images inside the root, one image outside
+        (tmp_path / f"{split}_list.txt").write_text(f"{split}_images/{'q1' if split == 'query' else 'g1'}.jpg 7\n")
+    (tmp_path / "train_list.txt").write_text("train_images/a.jpg 5\n../outside.jpg 5\n")
+    (tmp_path.parent / "outside.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"(?s)train_list.txt:2: .*outside.jpg") as info:
+        read_splits("list", tmp_path, confine_to_root=True)
+    assert "query_list.txt" not in str(info.value)
+    assert len(read_splits("list", tmp_path).train) == 2
