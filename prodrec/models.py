@@ -103,7 +103,8 @@ class Embedder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Raw (not normalised) embeddings of a preprocessed ``[N, 3, H, W]`` batch."""
-        if images.ndim != 4 or images.shape[1] != 3:
+        # Tracing (ONNX/TorchScript export) records shapes symbolically; the check is for eager callers.
+        if not torch.jit.is_tracing() and (images.ndim != 4 or images.shape[1] != 3):
             raise ValueError(f"expected a [N, 3, H, W] image batch, got shape {tuple(images.shape)}")
         return self.neck(self.backbone(images))
 
