@@ -4,8 +4,9 @@ from __future__ import annotations
 import os
 from typing import Dict, Mapping, Optional, Union
 
-from prodrec.data.dataset import (ImageDataset, ImageList, ImageReadError, RetrievalSplits, _check_query_gallery,
-                                  _confine, _raise_problems, load_image)
+from prodrec.data.aliproducts import read_aliproducts, read_aliproducts_splits
+from prodrec.data.dataset import ImageDataset, ImageList, RetrievalSplits, _check_query_gallery, _confine, _raise_problems
+from prodrec.data.decode import ImageReadError, as_rgb_array, load_image
 from prodrec.data.image_check import BAD_IMAGE_POLICIES, check_images, check_splits
 from prodrec.data.inshop import read_inshop
 from prodrec.data.lists import read_folder_splits, read_image_folder, read_image_list, read_list_splits
@@ -17,6 +18,7 @@ __all__ = [
     "ImageReadError",
     "RetrievalSplits",
     "load_image",
+    "as_rgb_array",
     "BAD_IMAGE_POLICIES",
     "check_images",
     "check_splits",
@@ -25,12 +27,15 @@ __all__ = [
     "read_image_folder",
     "read_list_splits",
     "read_folder_splits",
+    "read_aliproducts",
+    "read_aliproducts_splits",
     "read_splits",
     "make_synthetic_inshop",
     "DATASET_READERS",
 ]
 
-DATASET_READERS = {"inshop": read_inshop, "list": read_list_splits, "folder": read_folder_splits}
+DATASET_READERS = {"inshop": read_inshop, "list": read_list_splits, "folder": read_folder_splits,
+                   "aliproducts": read_aliproducts_splits}
 SPLITS = ("train", "query", "gallery")
 PathLike = Union[str, os.PathLike]
 
