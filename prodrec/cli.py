@@ -53,7 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override any config key (value parsed as YAML); repeatable. For a PaddleClas config "
                             "these are its own keys, list items by index as PaddleClas's -o "
                             "(DataLoader.Train.dataset.transform_ops.1.ResizeImage.size=64)")
-    train.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt")
+    train.add_argument("--resume", nargs="?", const="auto", metavar="auto|PATH",
+                       help="continue from OUTPUT/checkpoints/last.pt (alone or 'auto'; see docs) or from PATH")
+    train.add_argument("--checkpoint-steps", type=int, metavar="N", help="also write last.pt every N steps (0: off)")
+    train.add_argument("--checkpoint-minutes", type=float, metavar="M",
+                       help="write last.pt once M minutes passed since the last save (default 10; 0: off)")
+    train.add_argument("--deterministic", action="store_true", default=None, help="deterministic algorithms")
+    train.add_argument("--on-bad-image", choices=["error", "skip"], help="stop at an unreadable image, or skip it")
+    train.add_argument("--confine-data-root", action="store_true", default=None,
+                       help="refuse listed image paths outside the data root")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
     evaluate = commands.add_parser("eval", help="Recall@K and mAP of a checkpoint on query vs gallery")
@@ -114,7 +122,9 @@ def _flag_overrides(args: argparse.Namespace) -> List[str]:
         "DataLoader.root": args.data_root, "DataLoader.dataset": args.dataset, "Global.output_dir": args.output,
         "Global.epochs": args.epochs, "Global.image_size": args.image_size,
         "DataLoader.batch_size": args.batch_size, "DataLoader.sample_per_id": args.instances,
-        "Global.seed": args.seed, "Global.device": args.device,
+        "Global.seed": args.seed, "Global.device": args.device, "Global.checkpoint_steps": args.checkpoint_steps,
+        "Global.checkpoint_minutes": args.checkpoint_minutes, "Global.deterministic": args.deterministic,
+        "DataLoader.on_bad_image": args.on_bad_image, "DataLoader.confine_to_root": args.confine_data_root,
     }
     overrides = [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
     if args.backbone:

@@ -25,25 +25,9 @@ import yaml
 
 from prodrec.config_schema import ConfigError, merge_into
 
-__all__ = [
-    "Config",
-    "GlobalConfig",
-    "ArchConfig",
-    "BackboneConfig",
-    "StopLayerConfig",
-    "NeckConfig",
-    "HeadConfig",
-    "LossConfig",
-    "OptimizerConfig",
-    "LRConfig",
-    "RegularizerConfig",
-    "DataLoaderConfig",
-    "MetricConfig",
-    "ConfigError",
-    "load_config",
-    "builtin_config_path",
-    "builtin_config_names",
-]
+__all__ = ["Config", "GlobalConfig", "ArchConfig", "BackboneConfig", "StopLayerConfig", "NeckConfig", "HeadConfig",
+           "LossConfig", "OptimizerConfig", "LRConfig", "RegularizerConfig", "DataLoaderConfig", "MetricConfig",
+           "ConfigError", "load_config", "builtin_config_path", "builtin_config_names"]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 Auto = Literal["auto"]
@@ -55,6 +39,8 @@ class GlobalConfig:
     epochs: int = 120
     eval_interval: int = 1
     save_interval: int = 1
+    checkpoint_steps: int = 0
+    checkpoint_minutes: float = 10.0
     print_batch_step: int = 10
     output_dir: str = "./output"
     device: str = "auto"
@@ -164,6 +150,8 @@ class DataLoaderConfig:
     eval_batch_size: int = 64
     horizontal_flip: float = 0.5
     random_erasing: float = 0.5
+    on_bad_image: Literal["error", "skip"] = "error"
+    confine_to_root: bool = False
 
     def split_files(self) -> Tuple[Dict[str, str], Dict[str, str]]:
         """``({split: list file}, {split: image root})`` of the ``*_list`` / ``*_image_root`` keys that are set."""
@@ -303,6 +291,9 @@ def _check_consistency(config: Config) -> None:
         "Global.epochs": (config.Global.epochs, 0),
         "Global.eval_interval": (config.Global.eval_interval, 1),
         "Global.save_interval": (config.Global.save_interval, 1),
+        "Global.checkpoint_steps": (config.Global.checkpoint_steps, 0),
+        "Global.checkpoint_minutes": (config.Global.checkpoint_minutes, 0),
+        "Global.seed": (config.Global.seed, 0),
         "Global.print_batch_step": (config.Global.print_batch_step, 1),
         "Global.image_size": (config.Global.image_size, 16),
         "DataLoader.batch_size": (config.DataLoader.batch_size, 2),

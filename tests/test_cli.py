@@ -32,6 +32,21 @@ def test_train_flags_become_config_overrides():
     assert config.Global.eval_interval == 2
 
 
+def test_reliability_flags_become_config_overrides():
+    parser = build_parser()
+    args = parser.parse_args(["train", "--checkpoint-steps", "100", "--checkpoint-minutes", "2.5", "--deterministic",
+                              "--on-bad-image", "skip", "--confine-data-root"])
+    config = load_config(args.config, overrides=train_overrides(args))
+    assert (config.Global.checkpoint_steps, config.Global.checkpoint_minutes, config.Global.deterministic) == \
+        (100, 2.5, True)
+    assert config.DataLoader.on_bad_image == "skip" and config.DataLoader.confine_to_root is True
+    plain = parser.parse_args(["train"])
+    assert load_config(plain.config, overrides=train_overrides(plain)) == load_config("inshop_ce_triplet")
+    assert [parser.parse_args(["train", *flag]).resume for flag in ([], ["--resume"], ["--resume", "auto"],
+                                                                   ["--resume", "runs/a/checkpoints/last.prev.pt"])] \
+        == [None, "auto", "auto", "runs/a/checkpoints/last.prev.pt"]
+
+
 def test_train_then_eval_reproduces_summary_then_embed(tiny_inshop, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--data-root", str(tiny_inshop), "--output", str(out), "--epochs", "1",

@@ -115,6 +115,11 @@ def test_overrides_parse_yaml_values():
         ({"DataLoader": {"random_erasing": 2}}, r"probability in \[0, 1\]"),
         ({"Optimizer": {"lr": {"name": "Poly"}}}, "Optimizer.lr.name"),
         ({"Global": 3}, "Global: expected a mapping"),
+        ({"Global": {"checkpoint_steps": -1}}, "Global.checkpoint_steps must be >= 0"),
+        ({"Global": {"checkpoint_minutes": -0.5}}, "Global.checkpoint_minutes must be >= 0"),
+        ({"Global": {"seed": -1}}, "Global.seed must be >= 0"),
+        ({"DataLoader": {"on_bad_image": "ignore"}}, r"DataLoader.on_bad_image: 'ignore' is not one of \['error', "),
+        ({"DataLoader": {"confine_to_root": "yes"}}, "DataLoader.confine_to_root: expected bool"),
     ],
 )
 def test_bad_configs_name_the_key(data, message):
@@ -134,3 +139,13 @@ def test_file_errors(tmp_path):
 def test_recall_ks_and_map():
     config = load_config({"Metric": {"Eval": [{"Recallk": {"topk": [5, 1]}}]}})
     assert config.recall_ks() == [1, 5] and not config.wants_map()
+
+
+def test_reliability_keys_default_and_load():
+    default = load_config()
+    assert (default.Global.checkpoint_steps, default.Global.checkpoint_minutes) == (0, 10.0)
+    assert (default.DataLoader.on_bad_image, default.DataLoader.confine_to_root) == ("error", False)
+    config = load_config(overrides=["Global.checkpoint_steps=500", "Global.checkpoint_minutes=2",
+                                    "DataLoader.on_bad_image=skip", "DataLoader.confine_to_root=true"])
+    assert config.Global.checkpoint_steps == 500 and config.Global.checkpoint_minutes == 2.0
+    assert config.DataLoader.on_bad_image == "skip" and config.DataLoader.confine_to_root is True

@@ -11,7 +11,7 @@ import torch
 from prodrec.losses import WeightedLoss
 from prodrec.safety import NonFiniteError, RunLock, StopSignals, all_finite
 from prodrec.training import train_metric
-from test_training import small_config
+from test_training import tiny_config
 
 
 def test_run_lock_refuses_a_second_run(tmp_path):
@@ -25,7 +25,7 @@ def test_run_lock_refuses_a_second_run(tmp_path):
 def test_training_on_a_locked_folder_is_refused(tiny_inshop, tmp_path):
     with RunLock(tmp_path / "run"):
         with pytest.raises(RuntimeError, match="another training run"):
-            train_metric(small_config(tiny_inshop, tmp_path / "run", "Global.epochs=1"), progress=False)
+            train_metric(tiny_config(tiny_inshop, tmp_path / "run", "Global.epochs=1"), progress=False)
 
 
 def test_stop_signals_are_recorded_and_handlers_restored():
@@ -59,11 +59,11 @@ def nan_at_step_two(monkeypatch):
 
 def test_nan_loss_stops_with_the_step_and_the_fix(tiny_inshop, tmp_path, nan_at_step_two):
     with pytest.raises(NonFiniteError, match=r"step 2 \(epoch 1\).*loss nan.*on_nonfinite=skip"):
-        train_metric(small_config(tiny_inshop, tmp_path / "run", "Global.epochs=1"), progress=False)
+        train_metric(tiny_config(tiny_inshop, tmp_path / "run", "Global.epochs=1"), progress=False)
 
 
 def test_nan_loss_skipped_and_counted(tiny_inshop, tmp_path, nan_at_step_two):
-    result = train_metric(small_config(tiny_inshop, tmp_path / "run", "Global.epochs=1", "Global.on_nonfinite=skip"),
+    result = train_metric(tiny_config(tiny_inshop, tmp_path / "run", "Global.epochs=1", "Global.on_nonfinite=skip"),
                           progress=False)
     assert result.summary["skipped_steps"] == 1
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -74,9 +74,9 @@ def test_nan_loss_skipped_and_counted(tiny_inshop, tmp_path, nan_at_step_two):
 def test_sigterm_saves_a_checkpoint_and_resume_continues(tiny_inshop, tmp_path):
     output = tmp_path / "run"
     command = [sys.executable, "-m", "prodrec", "train", "--data-root", str(tiny_inshop), "--output", str(output),
-               "--epochs", "50", "--image-size", "32", "--backbone", "resnet18d", "--batch-size", "8", "--quiet",
+               "--epochs", "50", "--image-size", "32", "--backbone", "test_resnet", "--batch-size", "8", "--quiet",
                "--set", "DataLoader.num_workers=0", "--set", "Global.print_batch_step=1", "--set", "Global.eval_interval=50"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     log = output / "log.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (log.is_file() and '"step"' in log.read_text()):
@@ -86,6 +86,8 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tiny_inshop, tmp_path):
     assert process.returncode == 130, err
     assert "SIGTERM" in err and "--resume" in err
     saved = torch.load(output / "checkpoints" / "last.pt", weights_only=True)
-    assert saved["step"] >= 1
-    result = train_metric(small_config(tiny_inshop, output, "Global.epochs=1"), resume=True, progress=False)
+    assert saved["step"] >= 1 and f"at step {saved['step']} (epoch {saved['epoch'] + 1}, batch {saved['batch']})" in err
+    result = train_metric(tiny_config(tiny_inshop, output, "Global.epochs=1"), resume=True, progress=False)
     assert result.summary["epochs"] == 1 and (output / "summary.json").is_file()
+    resumed = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines() if '"resume"' in line]
+    assert [(r["step"], r["batch"]) for r in resumed] == [(saved["step"], saved["batch"])]

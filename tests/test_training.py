@@ -1,10 +1,14 @@
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from prodrec.checkpoint import load_checkpoint
 from prodrec.config import load_config
 from prodrec.data import ImageList, RetrievalSplits, make_synthetic_inshop, read_inshop
+from prodrec.data.sampling import SeededSamples
 from prodrec.models import Embedder
 from prodrec.training import train_metric
 
@@ -12,6 +16,15 @@ SMALL = [
     "Arch.Backbone.name=resnet18d", "Global.image_size=32", "DataLoader.batch_size=8", "DataLoader.num_workers=0",
     "Metric.Eval=[{Recallk: {topk: [1, 5]}}, {mAP: {}}]", "Global.print_batch_step=1",
 ]
+
+
+def records_of(output):
+    return [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
+
+
+def tiny_config(root, output, *extra):
+    """``small_config`` with timm's 0.4 M-parameter ``test_resnet``: for tests of the run's mechanics."""
+    return small_config(root, output, "Arch.Backbone.name=test_resnet", *extra)
 
 
 def small_config(root, output, *extra):
@@ -50,15 +63,19 @@ def test_training_raises_recall_above_the_untrained_model(tmp_path):
 
 def test_run_folder_log_checkpoints_and_resume(tiny_inshop, tmp_path):
     output = tmp_path / "run"
-    first = train_metric(small_config(tiny_inshop, output, "Global.epochs=1"), progress=False)
+    first = train_metric(tiny_config(tiny_inshop, output, "Global.epochs=1"), progress=False)
     assert (output / "checkpoints" / "last.pt").is_file() and (output / "checkpoints" / "best.pt").is_file()
     assert (output / "config.yaml").is_file()
     records = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
-    assert {r["event"] for r in records} == {"step", "eval"}
+    assert {r["event"] for r in records} == {"step", "eval", "checkpoint"}
     assert all(set(r) >= {"loss", "CELoss", "TripletLossV2", "lr", "step"} for r in records if r["event"] == "step")
-    resumed = train_metric(small_config(tiny_inshop, output, "Global.epochs=2"), resume=True, progress=False)
+    assert [(r["epoch"], r["batch"], r["step"]) for r in records if r["event"] == "checkpoint"] == [(2, 0, 3)]
+    resumed = train_metric(tiny_config(tiny_inshop, output, "Global.epochs=2"), resume=True, progress=False)
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     assert resumed.history[0] == first.history[0]
+    assert [r for r in records_of(output) if r["event"] == "resume"] == [
+        {"event": "resume", "checkpoint": str(output / "checkpoints" / "last.pt"), "epoch": 2, "batch": 0, "step": 3,
+         "steps_lost": 0, "fallback": None}]
     torch_model = Embedder.load(output / "checkpoints" / "last.pt")
     assert torch_model.image_size == 32
 
@@ -109,3 +126,77 @@ def test_dropped_small_items_are_counted_in_the_log(tiny_inshop, tmp_path):
                      data=data, progress=False)
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert {"event": "dropped_small_items", "images": 1, "items": 1} in records
+
+
+def test_step_checkpoints_hold_the_position_in_the_epoch(tiny_inshop, tmp_path):
+    output = tmp_path / "run"
+    train_metric(tiny_config(tiny_inshop, output, "Global.epochs=2", "Global.checkpoint_steps=2"), progress=False)
+    saved = [(r["epoch"], r["batch"], r["step"]) for r in records_of(output) if r["event"] == "checkpoint"]
+    assert saved == [(1, 2, 2), (2, 0, 3), (2, 1, 4), (3, 0, 6)]  # step 6 ends epoch 2: saved once, at its end
+    previous = load_checkpoint(output / "checkpoints" / "last.prev.pt")
+    assert (previous["epoch"], previous["batch"], previous["step"]) == (1, 1, 4)
+    assert set(previous["epoch_sums"]) == {"loss", "CELoss", "TripletLossV2"}
+    assert set(previous["rng"]) >= {"python", "numpy", "torch"} and previous["data_order"]["DataLoader.batch_size"] == 8
+
+
+def test_resume_skips_the_finished_batches_without_loading_them(tiny_inshop, tmp_path, monkeypatch):
+    output = tmp_path / "run"
+    train_metric(tiny_config(tiny_inshop, output, "Global.epochs=1", "Global.checkpoint_steps=1"), progress=False)
+    last = output / "checkpoints" / "last.pt"
+    last.unlink()  # last.prev.pt: epoch 1 after 2 of its 3 batches
+    with open(output / "log.jsonl", "a") as log:
+        log.write('{"event": "step", "epoch": 1, "st')  # a line the kill cut short
+    loaded = []
+    original = SeededSamples.__getitem__
+    monkeypatch.setattr(SeededSamples, "__getitem__", lambda self, item: loaded.append(item) or original(self, item))
+    with pytest.warns(UserWarning, match=rf"{last} is missing\. Resumed from .*last.prev.pt \(step 2\); 1 steps"):
+        result = train_metric(tiny_config(tiny_inshop, output, "Global.epochs=1"), resume="auto", progress=False)
+    assert len(loaded) == 8 and result.summary["epochs"] == 1
+    lines = (output / "log.jsonl").read_text().splitlines()
+    after_cut = lines[lines.index('{"event": "step", "epoch": 1, "st') + 1]
+    assert json.loads(after_cut)["event"] == "resume"  # on a line of its own
+
+
+def test_resume_auto_without_a_checkpoint_starts_a_new_run(tiny_inshop, tmp_path):
+    with pytest.warns(UserWarning, match=r"resume: no checkpoint in .*checkpoints; starting a new run"):
+        result = train_metric(tiny_config(tiny_inshop, tmp_path / "run", "Global.epochs=1"), resume=True,
+                              progress=False)
+    assert result.summary["epochs"] == 1
+
+
+def test_resume_from_a_path_and_with_other_batches_refused(tiny_inshop, tmp_path):
+    train_metric(tiny_config(tiny_inshop, tmp_path / "a", "Global.epochs=1"), progress=False)
+    checkpoint = tmp_path / "a" / "checkpoints" / "last.pt"
+    moved = shutil.copytree(tiny_inshop, tmp_path / "moved")  # the data folder may move between runs
+    result = train_metric(tiny_config(moved, tmp_path / "b", "Global.epochs=2"), resume=checkpoint, progress=False)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    with pytest.raises(ValueError, match=rf"cannot resume from {checkpoint}: it was written for other batches "
+                                         r"\(DataLoader.batch_size: 8 in the checkpoint, 4 now\)"):
+        train_metric(tiny_config(tiny_inshop, tmp_path / "c", "DataLoader.batch_size=4"), resume=str(checkpoint),
+                     progress=False)
+
+
+def test_bad_images_skipped_are_listed_and_counted(tiny_inshop, tmp_path):
+    root = Path(shutil.copytree(tiny_inshop, tmp_path / "data"))
+    splits = read_inshop(root)
+    broken = splits.train.paths[0]
+    Path(broken).write_bytes(b"not a jpeg")
+    result = train_metric(tiny_config(root, tmp_path / "run", "Global.epochs=1", "DataLoader.on_bad_image=skip"),
+                          progress=False)
+    lines = (tmp_path / "run" / "skipped_images.txt").read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{broken}\t")
+    assert result.summary["skipped_images"] == 1 and result.summary["num_train_images"] == len(splits.train) - 1
+    clean = train_metric(tiny_config(tiny_inshop, tmp_path / "clean", "Global.epochs=0"), progress=False)
+    assert clean.summary["skipped_images"] == 0 and not (tmp_path / "clean" / "skipped_images.txt").exists()
+
+
+def test_confine_to_root_reaches_the_reader(tiny_inshop, tmp_path):
+    root = Path(shutil.copytree(tiny_inshop, tmp_path / "data"))
+    partition = root / "Eval" / "list_eval_partition.txt"
+    lines = partition.read_text().splitlines()
+    inside = lines[2].split()[0]
+    shutil.copy(root / inside, tmp_path / "outside.jpg")
+    partition.write_text("\n".join([*lines[:2], lines[2].replace(inside, "img/../../outside.jpg"), *lines[3:]]) + "\n")
+    with pytest.raises(ValueError, match="outside.jpg"):
+        train_metric(tiny_config(root, tmp_path / "run", "Global.epochs=0", "DataLoader.confine_to_root=true"),
+                     progress=False)

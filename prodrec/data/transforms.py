@@ -20,7 +20,9 @@ class ImageTransform:
 
     Its random state is drawn from torch's global generator when built (so ``torch.manual_seed`` makes
     augmentation reproducible) and re-drawn from the worker seed inside each DataLoader worker, so forked
-    workers do not repeat each other's augmentations.
+    workers do not repeat each other's augmentations. :meth:`reseed` replaces both: training reseeds it
+    per sample (:class:`~prodrec.data.sampling.SeededSamples`), making each augmentation a pure function
+    of the sample's seed whatever worker or process runs it.
 
     Args:
         pipeline: The albumentations pipeline, ending in ``ToTensorV2``.
@@ -42,6 +44,12 @@ class ImageTransform:
             self._worker_seed = worker.seed
             self._seed_from(worker.seed)
         return self.pipeline(image=image)["image"]
+
+    def reseed(self, seed: int) -> None:
+        """Restart the random state from ``seed`` (an integer >= 0); the worker seed no longer overrides it."""
+        self._seed_from(seed)
+        worker = torch.utils.data.get_worker_info()
+        self._worker_seed = None if worker is None else worker.seed
 
     def _seed_from(self, seed: int) -> None:
         # One generator shared by every step: Compose(seed=...) would give each step an identical stream.

@@ -3,7 +3,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from prodrec.data.sampling import apply_small_class_policy, pk_sampler, small_classes
+from prodrec.data.sampling import EpochBatches, SeededSamples, apply_small_class_policy, pk_sampler, small_classes
 
 
 def _labels(counts):
@@ -77,3 +77,89 @@ def test_error_lists_the_first_20_small_classes():
     with pytest.raises(ValueError, match=r"25 classes .*: 0: 1, 1: 1, .* 19: 1, \.\.\. and 5 more\.") as info:
         apply_small_class_policy(np.arange(25), 2, "error")
     assert "20: 1" not in str(info.value)
+
+
+def _global(batches_sampler, epoch):
+    indices, seeds = batches_sampler.global_batches(epoch)
+    return indices.tolist(), seeds.tolist()
+
+
+@pytest.mark.parametrize("instances", [2, None])
+def test_epoch_batches_are_a_pure_function_of_seed_and_epoch(instances):
+    labels = _labels([5, 4, 7, 4, 6, 4, 5, 4, 8, 4])
+    first = EpochBatches(labels, batch_size=8, instances=instances, seed=3)
+    np.random.seed(0)
+    a = _global(first, 1)
+    np.random.seed(99)  # the global random state plays no part, nor does iterating another epoch first
+    list(EpochBatches(labels, batch_size=8, instances=instances, seed=3))
+    second = EpochBatches(labels, batch_size=8, instances=instances, seed=3)
+    second.set_epoch(1)
+    assert [[i for i, _ in batch] for batch in second] == a[0]
+    assert [[s for _, s in batch] for batch in second] == a[1]
+    assert a != _global(first, 2) and a != _global(EpochBatches(labels, batch_size=8, instances=instances, seed=4), 1)
+    seeds = np.array(a[1]).ravel()
+    assert len(set(seeds.tolist())) == len(seeds) and seeds.min() >= 0
+
+
+def test_epoch_batches_pk_structure_and_shuffle_covers_each_sample_once():
+    labels = _labels([5, 4, 7, 4, 6, 4, 5, 4, 8, 4])
+    for batch in EpochBatches(labels, batch_size=12, instances=4, seed=0).global_batches(0)[0]:
+        assert set(Counter(labels[batch].tolist()).values()) == {4} and len(set(batch.tolist())) == 12
+    shuffled = EpochBatches(labels, batch_size=8, seed=0)
+    indices = shuffled.global_batches(0)[0].ravel()
+    assert len(shuffled) == len(labels) // 8 and len(set(indices.tolist())) == len(indices) == len(shuffled) * 8
+
+
+def test_set_epoch_start_skips_the_first_batches():
+    labels = _labels([4] * 10)
+    sampler = EpochBatches(labels, batch_size=8, instances=2, seed=1)
+    sampler.set_epoch(5)
+    full = list(sampler)
+    sampler.set_epoch(5, start=3)
+    assert list(sampler) == full[3:] and len(sampler) == len(full) == 5
+
+
+def test_ranks_cut_the_global_batch_list_into_whole_batches():
+    labels = _labels([6, 4, 7, 4, 6, 4, 5, 4, 8, 4, 6, 4])
+    single = EpochBatches(labels, batch_size=8, instances=2, seed=2)
+    single.set_epoch(3)
+    everything = list(single)
+    ranks = []
+    for rank in range(2):
+        sampler = EpochBatches(labels, batch_size=8, instances=2, seed=2, rank=rank, world_size=2)
+        sampler.set_epoch(3)
+        ranks.append(list(sampler))
+    assert len(everything) == 7 and [len(r) for r in ranks] == [3, 3]  # the 7th global batch is dropped
+    assert sorted(ranks[0] + ranks[1]) == sorted(everything[:6])
+    assert ranks[0] == everything[0:6:2] and ranks[1] == everything[1:6:2]
+    for batch in ranks[1]:
+        assert set(Counter(labels[[i for i, _ in batch]].tolist()).values()) == {2}
+
+
+def test_epoch_batches_errors():
+    labels = _labels([4] * 5)
+    with pytest.raises(ValueError, match="not a multiple of instances"):
+        EpochBatches(labels, batch_size=9, instances=2)
+    with pytest.raises(ValueError, match=r"epoch length must lie in 8 \(batch_size\)..20, got 40"):
+        EpochBatches(labels, batch_size=8, length=40)
+    with pytest.raises(ValueError, match="rank 2 of 2"):
+        EpochBatches(labels, batch_size=8, instances=2, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="2 batches cannot give each of 3 ranks one"):
+        EpochBatches(labels, batch_size=8, instances=2, world_size=3)
+
+
+class _Recorder:
+    def __init__(self):
+        self.seeds = []
+
+    def reseed(self, seed):
+        self.seeds.append(seed)
+
+
+def test_seeded_samples_reseed_the_transform_before_each_sample():
+    recorder = _Recorder()
+    samples = SeededSamples(["a", "b", "c"], recorder)
+    assert (samples[(2, 11)], samples[(0, 12)], len(samples)) == ("c", "a", 3)
+    assert recorder.seeds == [11, 12]
+    with pytest.raises(TypeError, match="reseed"):
+        SeededSamples([], lambda image: image)

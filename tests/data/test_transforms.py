@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from prodrec.data.sampling import EpochBatches, SeededSamples
 from prodrec.data.transforms import eval_transform, train_transform
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -95,3 +96,39 @@ def test_bad_arguments_and_inputs():
         eval_transform(8, MEAN, STD)(np.zeros((8, 8), np.uint8))
     with pytest.raises(TypeError, match="float32"):
         eval_transform(8, MEAN, STD)(np.zeros((8, 8, 3), np.float32))
+
+
+def test_reseed_makes_the_augmentation_a_function_of_the_seed():
+    image = _gradient(32, 32)
+    transform = train_transform(16, MEAN, STD)
+    outputs = {}
+    for seed in [5, 6, 5, 7, 5]:
+        transform.reseed(seed)
+        outputs.setdefault(seed, []).append(transform(image))
+    torch.testing.assert_close(outputs[5][0], outputs[5][1])
+    torch.testing.assert_close(outputs[5][0], outputs[5][2])
+    assert len({tuple(out[0].flatten().tolist()) for out in outputs.values()}) > 1
+
+
+class _Gradients(torch.utils.data.Dataset):
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, index):
+        return self.transform(_gradient(32, 32)), index
+
+
+def test_seeded_batches_do_not_depend_on_the_number_of_workers():
+    transform = train_transform(16, MEAN, STD)
+    runs = []
+    for workers in (0, 2):
+        sampler = EpochBatches(np.repeat(np.arange(8), 2), batch_size=4, instances=2, seed=0)
+        loader = torch.utils.data.DataLoader(SeededSamples(_Gradients(transform), transform), batch_sampler=sampler,
+                                             num_workers=workers)
+        runs.append(list(loader))
+    for (images_0, index_0), (images_2, index_2) in zip(*runs):
+        assert torch.equal(index_0, index_2) and torch.equal(images_0, images_2)
+    assert len(runs[0]) == 4 and not torch.equal(runs[0][0][0][0], runs[0][0][0][1])
