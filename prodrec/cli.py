@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence
 
 from prodrec import __version__
 from prodrec.index_cli import add_commands as add_index_commands
+from prodrec.results_cli import add_commands as add_results_commands
 
 __all__ = ["main", "build_parser", "train_overrides"]
 
@@ -26,7 +27,7 @@ LOSS_CHOICES = {
 
 def _add_data_args(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--data-root", required=required, help="data folder (In-shop layout by default)")
-    parser.add_argument("--dataset", choices=["inshop", "list", "folder"], help="layout of --data-root")
+    parser.add_argument("--dataset", choices=["inshop", "list", "folder", "aliproducts"], help="layout of --data-root")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a key of the PaddleClas config before translating; repeatable")
 
     for name, handler in add_index_commands(commands).items():  # index build|add|remove|info, search
+        commands.choices[name].set_defaults(handler=handler)
+    for name, handler in add_results_commands(commands).items():  # export, visualize
         commands.choices[name].set_defaults(handler=handler)
     return parser
 

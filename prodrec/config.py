@@ -134,7 +134,7 @@ SPLITS = ("train", "query", "gallery")
 
 @dataclass
 class DataLoaderConfig:
-    dataset: Literal["inshop", "list", "folder"] = "inshop"
+    dataset: Literal["inshop", "list", "folder", "aliproducts"] = "inshop"
     root: Optional[str] = None
     train_list: Optional[str] = None
     query_list: Optional[str] = None

@@ -87,3 +87,15 @@ def test_errors_are_one_line_messages(argv, message, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_dataset_choices_match_the_registered_readers_and_the_config_schema():
+    import typing
+
+    from prodrec.config import DataLoaderConfig
+    from prodrec.data import DATASET_READERS
+
+    train = next(a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions
+                 if a.dest == "dataset")
+    schema = typing.get_args(typing.get_type_hints(DataLoaderConfig)["dataset"])
+    assert sorted(train.choices) == sorted(schema) == sorted(DATASET_READERS)
