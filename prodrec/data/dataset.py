@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from prodrec.data.decode import ImageReadError, _printable, as_rgb_array, load_image
+from prodrec.data.packed_paths import PackedPaths
 
 # ImageReadError, load_image and as_rgb_array live in prodrec.data.decode and are re-exported here.
 __all__ = ["ImageList", "RetrievalSplits", "ImageDataset", "ImageReadError", "load_image", "as_rgb_array"]
@@ -26,17 +27,20 @@ class ImageList:
     """A listing of labelled images (no pixels).
 
     Attributes:
-        paths: Absolute image paths (``bytes`` paths are decoded with ``os.fsdecode``).
+        paths: Absolute image paths, a read-only sequence of ``str`` stored packed (a
+            :class:`~prodrec.data.packed_paths.PackedPaths`, equal to the tuple of the paths; ``bytes`` paths are
+            decoded with ``os.fsdecode``).
         labels: int64 ``[N]`` label indices into ``classes`` (read-only).
         classes: Original item id / class name of each label index.
     """
 
-    paths: tuple[str, ...]
+    paths: Sequence[str]
     labels: np.ndarray
     classes: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        paths = tuple(os.fsdecode(p) if isinstance(p, bytes) else str(p) for p in self.paths)
+        paths = self.paths if isinstance(self.paths, PackedPaths) else PackedPaths(
+            os.fsdecode(p) if isinstance(p, bytes) else str(p) for p in self.paths)
         classes = tuple(str(c) for c in self.classes)
         labels = np.array(self.labels, dtype=np.int64)
         if labels.ndim != 1 or len(labels) != len(paths):
@@ -68,7 +72,7 @@ class ImageList:
         if unknown:
             raise ValueError(f"ImageList.from_names: names not in classes: {unknown[:_MAX_PROBLEMS_SHOWN]}")
         labels = np.fromiter((index[n] for n in names), dtype=np.int64, count=len(names))
-        return cls(tuple(paths), labels, classes)
+        return cls(paths, labels, classes)
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -1,15 +1,24 @@
 """Readers for ``path label`` lists (PaddleClas ``cls_label_path``) and ``root/<class>/<image>`` folders."""
 from __future__ import annotations
 
+import itertools
 import os
+from array import array
+from typing import Iterator, Sequence
+
+import numpy as np
 
 from prodrec.data.dataset import (ImageList, RetrievalSplits, _check_query_gallery, _confine, _missing_file_problems,
                                   _printable, _raise_problems, _read_lines)
+from prodrec.data.packed_paths import PackedPaths, PathPacker
 
 __all__ = ["IMAGE_EXTENSIONS", "read_image_list", "read_image_folder", "read_list_splits", "read_folder_splits"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _SPLITS = ("train", "query", "gallery")
+_MAX_LABEL = 2 ** 63 - 1  # labels are int64
+_POSIX = os.sep == "/" and os.altsep is None  # elsewhere every name goes through os.path.normpath
+_BLOCK_LINES = 1 << 16  # paths held as str objects while a list is read
 
 
 def read_image_list(list_path: str | os.PathLike, *, image_root: str | os.PathLike | None = None,
@@ -36,8 +45,7 @@ def read_image_list(list_path: str | os.PathLike, *, image_root: str | os.PathLi
     confine_to = None if confine_to is None else os.path.abspath(os.fspath(confine_to))
     paths, labels, problems = _parse_list(list_path, root, check_files, confine_to)
     _raise_problems(problems, f"invalid image list {list_path}")
-    classes = [str(label) for label in sorted(set(labels))]
-    return ImageList.from_names(paths, [str(label) for label in labels], classes=classes)
+    return _numbered(paths, labels, np.unique(labels))
 
 
 def read_image_folder(root: str | os.PathLike, *, check_files: bool = True,
@@ -78,21 +86,16 @@ def read_list_splits(root: str | os.PathLike, *, train: str = "train_list.txt", 
     confine_to = root if confine_to_root else None
     problems = _confine([(f"{split} list", path) for split, path in zip(_SPLITS, list_paths)], confine_to)[1]
     _raise_problems(problems, f"image lists under {root}")
-    parsed: dict[str, tuple[list[str], list[int]]] = {}
+    parsed: dict[str, tuple[Sequence[str], np.ndarray]] = {}
     for split, list_path in zip(_SPLITS, list_paths):
         paths, labels, found = _parse_list(list_path, root, check_files, confine_to)
         parsed[split] = (paths, labels)
         problems.extend(found)
     _raise_problems(problems, f"invalid image lists under {root}")
-    test_labels = sorted(set(parsed["query"][1]) | set(parsed["gallery"][1]))
-
-    def listing(split: str, classes: list[int]) -> ImageList:
-        paths, labels = parsed[split]
-        return ImageList.from_names(paths, [str(label) for label in labels],
-                                    classes=[str(label) for label in classes])
-
-    splits = RetrievalSplits(train=listing("train", sorted(set(parsed["train"][1]))),
-                             query=listing("query", test_labels), gallery=listing("gallery", test_labels))
+    test_labels = np.union1d(parsed["query"][1], parsed["gallery"][1])
+    splits = RetrievalSplits(train=_numbered(*parsed["train"], np.unique(parsed["train"][1])),
+                             query=_numbered(*parsed["query"], test_labels),
+                             gallery=_numbered(*parsed["gallery"], test_labels))
     return _check_query_gallery(splits, f"image lists under {root}")
 
 
@@ -124,57 +127,140 @@ def read_folder_splits(root: str | os.PathLike, *, check_files: bool = True,
 
 
 def _parse_list(list_path: str, root: str, check_files: bool,
-                confine_to: str | None) -> tuple[list[str], list[int], list[str]]:
-    """Absolute paths, integer labels and the problems found in one list file."""
-    paths: list[str] = []
-    labels: list[int] = []
-    problems: list[str] = []
-    first_line: dict[str, int] = {}
-    line_of_path: list[int] = []
-    for number, line in enumerate(_read_lines(list_path), start=1):
-        if not line.strip():
+                confine_to: str | None) -> tuple[PackedPaths, np.ndarray, list[str]]:
+    """Absolute paths (packed), int64 labels and the problems found in one list file (read a line at a time)."""
+    packer, hashes = PathPacker(), array("q")  # the paths read and the hash of each as read (relative or whole)
+    block, whole = [], False  # the paths being read, relative to root; whole (and ``whole`` set) if outside it
+    labels, numbers = array("q"), array("q")  # label and line number of each path
+    problems: list[tuple[int, str]] = []  # (line, problem), sorted by line at the end
+    prefix = os.path.join(root, "")
+    for number, line in enumerate(_stream_lines(list_path), start=1):
+        text = line.strip()
+        fields = text.rsplit(maxsplit=1)
+        if len(fields) == 2 and fields[1].isdecimal() and len(fields[1]) < 19 and "\t" not in line:
+            name, value = fields[0], int(fields[1])  # the common case inline: what _entry makes of it
+        elif not text:
             continue
-        where = f"{list_path}:{number}"
-        if "\t" in line:
-            fields = [field.strip() for field in line.strip().split("\t")]
-            if len(fields) not in (2, 3) or not all(fields[:2]):
-                problems.append(f"{where}: expected 'path<TAB>label[<TAB>product name]', got {line.strip()!r}")
-                continue
-            hint = ""
         else:
-            fields = line.strip().rsplit(maxsplit=1)
-            if len(fields) != 2:
-                problems.append(f"{where}: expected 'relative/path label', got {line.strip()!r}")
+            try:
+                name, value = _entry(text, "\t" in line)
+            except ValueError as error:
+                problems.append((number, f"{list_path}:{number}: {error}"))
                 continue
-            hint = (" (a product name after the label needs tab-separated fields: path<TAB>label<TAB>name)"
-                    if len(line.split()) > 2 else "")
-        name, label = fields[:2]
-        try:
-            value = int(label)
-        except ValueError:
-            problems.append(f"{where}: the label must be an integer, got {label!r}{hint}")
-            continue
-        if value < 0:
-            problems.append(f"{where}: negative label {value}; labels are item ids >= 0 (remove lines that mark "
-                            "junk or distractor images with a negative id)")
-            continue
-        path = os.path.normpath(os.path.join(root, name))
-        if path in first_line:
-            problems.append(f"{where}: duplicate image {name} (first listed on line {first_line[path]})")
-            continue
-        first_line[path] = number
-        paths.append(path)
+        if not _is_normal(name):
+            name = os.path.normpath(os.path.join(root, name))
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+            else:
+                whole = True
+        block.append(name)
         labels.append(value)
-        line_of_path.append(number)
-    if not first_line and not problems:
-        problems.append(f"{list_path}: no images listed")
-    located, outside = _confine([(f"{list_path}:{number}", path) for number, path in zip(line_of_path, paths)],
-                                confine_to)
-    problems.extend(outside)
-    if check_files:
-        problems.extend(_missing_file_problems(located, root, "paths are relative to the image root "
-                                                              "(the list's folder unless image_root is set)"))
-    return paths, labels, problems
+        numbers.append(number)
+        if len(block) == _BLOCK_LINES:
+            _pack_block(block, packer, hashes, prefix, whole=whole)
+            whole = False
+    _pack_block(block, packer, hashes, prefix, whole=whole)
+    paths = packer.packed()
+    labels, numbers = np.frombuffer(labels, np.int64), np.frombuffer(numbers, np.int64)
+    repeated = _duplicates(paths, np.frombuffer(hashes, np.int64))
+    if repeated:
+        lines = numbers.tolist()
+        wanted = {lines[position] for position, _ in repeated}
+        names = {number: _entry(line.strip(), "\t" in line)[0]  # the duplicates' names as written
+                 for number, line in enumerate(_stream_lines(list_path), start=1) if number in wanted}
+        problems.extend((lines[position], f"{list_path}:{lines[position]}: duplicate image {names[lines[position]]} "
+                                          f"(first listed on line {lines[first]})") for position, first in repeated)
+        problems.sort(key=lambda problem: problem[0])
+        keep = np.ones(len(paths), dtype=bool)
+        keep[[position for position, _ in repeated]] = False
+        paths = PackedPaths(itertools.compress(paths, keep.tolist()))
+        labels, numbers = labels[keep], numbers[keep]
+    found = [problem for _, problem in problems]
+    if not paths and not found:
+        found.append(f"{list_path}: no images listed")
+    if check_files or confine_to is not None:
+        located, outside = _confine([(f"{list_path}:{number}", path) for number, path in zip(numbers.tolist(), paths)],
+                                    confine_to)
+        found.extend(outside)
+        if check_files:
+            found.extend(_missing_file_problems(located, root, "paths are relative to the image root "
+                                                               "(the list's folder unless image_root is set)"))
+    return paths, labels.copy(), found
+
+
+def _entry(text: str, tabbed: bool) -> tuple[str, int]:
+    """The image name and label of a stripped, non-blank list line; ValueError saying what is wrong."""
+    if tabbed:
+        fields = [field.strip() for field in text.split("\t")]
+        if len(fields) not in (2, 3) or not all(fields[:2]):
+            raise ValueError(f"expected 'path<TAB>label[<TAB>product name]', got {text!r}")
+    else:
+        fields = text.rsplit(maxsplit=1)
+        if len(fields) != 2:
+            raise ValueError(f"expected 'relative/path label', got {text!r}")
+    name, label = fields[:2]
+    try:
+        value = int(label)
+    except ValueError:
+        hint = (" (a product name after the label needs tab-separated fields: path<TAB>label<TAB>name)"
+                if not tabbed and len(text.split()) > 2 else "")
+        raise ValueError(f"the label must be an integer, got {label!r}{hint}") from None
+    if value < 0:
+        raise ValueError(f"negative label {value}; labels are item ids >= 0 (remove lines that mark junk or "
+                         "distractor images with a negative id)")
+    if value > _MAX_LABEL:
+        raise ValueError(f"label {value} is too large; labels are item ids below 2**63")
+    return name, value
+
+
+def _is_normal(name: str) -> bool:
+    """Whether ``root/name`` is already what ``os.path.normpath`` makes of it (False may be a false alarm)."""
+    return (_POSIX and name[0] not in "./" and name[-1] != "/" and "/." not in name and "//" not in name)
+
+
+def _stream_lines(path: str) -> Iterator[str]:
+    """The lines of a UTF-8 listing, one at a time; on a non-UTF-8 byte, the error naming every such line."""
+    try:
+        with open(path, encoding="utf-8-sig") as file:
+            yield from file
+    except UnicodeDecodeError:
+        _read_lines(path)  # raises a ValueError naming every line that is not UTF-8
+        raise
+
+
+def _pack_block(block: list[str], packer: PathPacker, hashes: array, prefix: str, *, whole: bool = False) -> None:
+    """Move the paths of ``block`` (relative to ``prefix``; with ``whole``, absolute ones are whole) to ``packer``
+    and their hashes as written to ``hashes`` (a whole path lies outside ``prefix``: never equal to a relative
+    one)."""
+    hashes.extend(map(hash, block))
+    if whole:
+        packer.extend([path if os.path.isabs(path) else prefix + path for path in block])
+    else:
+        packer.extend(block, prefix)
+    block.clear()
+
+
+def _duplicates(items: Sequence[str], hashes: np.ndarray) -> list[tuple[int, int]]:
+    """``(position, position of its first occurrence)`` of every repeated item, in order.
+
+    Sorting the items' hashes (equal items, equal hashes) finds the candidates without a set of millions of strings.
+    """
+    order = np.argsort(hashes)
+    hashes = hashes[order]
+    same = np.flatnonzero(hashes[1:] == hashes[:-1])
+    candidates = np.unique(np.concatenate([order[same], order[same + 1]]))
+    first: dict[str, int] = {}
+    repeated = []
+    for position in candidates.tolist():
+        earlier = first.setdefault(items[position], position)
+        if earlier != position:
+            repeated.append((position, earlier))
+    return repeated
+
+
+def _numbered(paths: Sequence[str], labels: np.ndarray, label_space: np.ndarray) -> ImageList:
+    """A listing whose label ``i`` is item id ``label_space[i]`` (sorted, holding every one of ``labels``)."""
+    return ImageList(paths, np.searchsorted(label_space, labels), tuple(map(str, label_space.tolist())))
 
 
 def _scan_folder(root: str, check_files: bool, confine_to: str | None) -> tuple[list[str], list[str], list[str]]:

@@ -1,9 +1,12 @@
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from prodrec.data.dataset import ImageDataset, ImageList, RetrievalSplits
+from prodrec.data.packed_paths import PackedPaths
 
 
 def _write(path, image):
@@ -69,3 +72,10 @@ def test_image_dataset_decode_size(tmp_path):
 def test_image_list_decodes_bytes_paths():
     images = ImageList([b"/data/caf\xe9.jpg", "/data/b.jpg"], [0, 0], ["x"])
     assert images.paths == ("/data/caf\udce9.jpg", "/data/b.jpg")
+
+
+def test_image_list_keeps_its_paths_packed():
+    images = ImageList((p for p in ["/a.jpg", Path("/b.jpg")]), [0, 0], ["x"])
+    assert isinstance(images.paths, PackedPaths) and images.paths[1] == "/b.jpg" and type(images.paths[1]) is str
+    assert ImageList(images.paths, [0, 0], ["x"]).paths is images.paths  # already packed: shared, not copied
+    assert ImageList([], [], ["x"]).paths == ()

@@ -1,9 +1,11 @@
 import os
+import random
 
 import cv2
 import numpy as np
 import pytest
 
+from prodrec.data import lists
 from prodrec.data.lists import read_folder_splits, read_image_folder, read_image_list, read_list_splits
 
 
@@ -207,3 +209,92 @@ def test_confined_list_and_folder_splits(tmp_path):
     assert len(read_folder_splits(root / "folders").gallery) == 2
     with pytest.raises(ValueError, match=r"(?s)1 listed path.*image: .*gallery/c/3.jpg \(resolves to "):
         read_folder_splits(root / "folders", confine_to_root=True)
+
+
+def _reference_parse(list_path, root):
+    """The obviously correct reading of a list (no file checks): all lines at once, a dict of first lines."""
+    paths, labels, problems, first_line = [], [], [], {}
+    for number, line in enumerate(list_path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        where = f"{list_path}:{number}"
+        if not line.strip():
+            continue
+        elif "\t" in line:
+            fields = [field.strip() for field in line.strip().split("\t")]
+            expected = "path<TAB>label[<TAB>product name]" if len(fields) not in (2, 3) or not all(fields[:2]) else ""
+        else:
+            fields = line.strip().rsplit(maxsplit=1)
+            expected = "relative/path label" if len(fields) != 2 else ""
+        if expected:
+            problems.append(f"{where}: expected '{expected}', got {line.strip()!r}")
+            continue
+        name, label = fields[:2]
+        try:
+            value = int(label)
+        except ValueError:
+            hint = (" (a product name after the label needs tab-separated fields: path<TAB>label<TAB>name)"
+                    if "\t" not in line and len(line.split()) > 2 else "")
+            problems.append(f"{where}: the label must be an integer, got {label!r}{hint}")
+            continue
+        if value < 0:
+            problems.append(f"{where}: negative label {value}; labels are item ids >= 0 (remove lines that mark "
+                            "junk or distractor images with a negative id)")
+            continue
+        path = os.path.normpath(os.path.join(root, name))
+        if path in first_line:
+            problems.append(f"{where}: duplicate image {name} (first listed on line {first_line[path]})")
+            continue
+        first_line[path] = number
+        paths.append(path)
+        labels.append(value)
+    return paths, labels, problems
+
+
+def _random_line(rng):
+    name = "/".join(rng.choice(["a", "b", "a b", ".", "..", "", ".h", "c.jpg", "é"]) for _ in range(rng.randint(1, 3)))
+    name = rng.choice(["", "./", "/", " "]) + name + rng.choice(["", "/", ".jpg"])
+    label = rng.choice(["0", "7", "12", "-3", "x", "3 extra", "+5", "", "\u0663"])  # the last: Arabic-Indic 3
+    return rng.choice([f"{name} {label}", f"{name}\t{label}", f"{name}\t{label}\tname", f"  {name}   {label}\t",
+                       "", "   ", label])
+
+
+@pytest.mark.parametrize("block_lines", [3, 1 << 16])
+def test_the_streaming_parser_agrees_with_a_read_all_reference(tmp_path, monkeypatch, block_lines):
+    monkeypatch.setattr(lists, "_BLOCK_LINES", block_lines)  # 3: paths inside and outside the root in other blocks
+    rng, root = random.Random(5), str(tmp_path / "root")
+    for trial in range(30):
+        list_path = tmp_path / f"l{trial}.txt"
+        newline = rng.choice(["\n", "\r\n"])
+        list_path.write_bytes(("\ufeff" * (trial % 2) + newline.join(_random_line(rng) for _ in range(40))
+                               + newline * (trial % 3 == 0)).encode())
+        paths, labels, problems = lists._parse_list(str(list_path), root, False, None)
+        expected_paths, expected_labels, expected_problems = _reference_parse(list_path, root)
+        assert list(paths) == expected_paths and labels.tolist() == expected_labels and labels.dtype == np.int64
+        assert problems == (expected_problems or ([] if paths else [f"{list_path}: no images listed"]))
+
+
+def test_a_name_is_only_taken_as_it_is_when_normpath_would_not_change_it():
+    rng = random.Random(1)
+    for name in ("".join(rng.choices(["a", ".", "/", "b.jpg", " "], k=rng.randint(1, 8))) for _ in range(2000)):
+        if lists._is_normal(name):
+            assert "/data/root/" + name == os.path.normpath(os.path.join("/data/root", name)), name
+    assert lists._is_normal("train/00042/0a1b.jpg") and not lists._is_normal("./train/a.jpg")
+
+
+def test_labels_beyond_int64_and_crlf_lines(tmp_path):
+    _image(tmp_path / "a.jpg")
+    (tmp_path / "l.txt").write_bytes(b"a.jpg 3\r\nb.jpg 99999999999999999999\r\n")
+    with pytest.raises(ValueError, match=r"1 problem.*\n.*l.txt:2: label 99999999999999999999 is too large; "
+                                         r"labels are item ids below 2\*\*63"):
+        read_image_list(tmp_path / "l.txt", check_files=False)
+    (tmp_path / "l.txt").write_bytes(b"a.jpg 3\r\n\r\n")
+    assert read_image_list(tmp_path / "l.txt").paths == (str(tmp_path / "a.jpg"),)
+
+
+def test_duplicates_agree_with_a_set_based_search():
+    rng = random.Random(3)
+    for _ in range(20):
+        items, first = [str(rng.randrange(30)) for _ in range(rng.randrange(60))], {}
+        expected = [(position, first[item]) for position, item in enumerate(items)
+                    if first.setdefault(item, position) != position]
+        assert lists._duplicates(items, np.fromiter(map(hash, items), np.int64)) == expected
+        assert lists._duplicates(items, np.zeros(len(items), np.int64)) == expected  # every pair a candidate
