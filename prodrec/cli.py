@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -63,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--on-bad-image", choices=["error", "skip"], help="stop at an unreadable image, or skip it")
     train.add_argument("--confine-data-root", action="store_true", default=None,
                        help="refuse listed image paths outside the data root")
+    train.add_argument("--accumulate-steps", type=int, metavar="A",
+                       help="batches per process summed into one optimizer step (Global.accumulate_steps)")
+    train.add_argument("--cross-rank-mining", action="store_true", default=None,
+                       help="under torchrun: mine pairs/triplets over the global batch (Global.cross_rank_mining)")
+    train.add_argument("--sync-batchnorm", action="store_true", default=None,
+                       help="under torchrun on GPUs: batch-norm statistics over the global batch")
+    train.add_argument("--compile", action="store_true", default=None, help="torch.compile the embedder")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
     evaluate = commands.add_parser("eval", help="Recall@K and mAP of a checkpoint on query vs gallery")
@@ -128,6 +136,8 @@ def _flag_overrides(args: argparse.Namespace) -> List[str]:
         "Global.seed": args.seed, "Global.device": args.device, "Global.checkpoint_steps": args.checkpoint_steps,
         "Global.checkpoint_minutes": args.checkpoint_minutes, "Global.deterministic": args.deterministic,
         "DataLoader.on_bad_image": args.on_bad_image, "DataLoader.confine_to_root": args.confine_data_root,
+        "Global.accumulate_steps": args.accumulate_steps, "Global.cross_rank_mining": args.cross_rank_mining,
+        "Global.sync_batchnorm": args.sync_batchnorm, "Global.compile": args.compile,
     }
     overrides = [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
     if args.backbone:
@@ -158,6 +168,8 @@ def _train(args: argparse.Namespace) -> int:
     ppcls = read_ppcls_yaml(args.config)
     config = load_config(args.config, overrides=train_overrides(args)) if ppcls is None else _ppcls_config(args, ppcls)
     result = train_metric(config, resume=args.resume, progress=not args.quiet)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 reports
+        return 0
     _print_metrics(f"results in {result.output_dir}", {"initial": result.initial_metrics, "final": result.metrics})
     return 0
 

@@ -52,6 +52,10 @@ class GlobalConfig:
     channels_last: bool = True
     amp: Literal["auto", "off", "fp16", "bf16"] = "auto"
     on_nonfinite: Literal["error", "skip"] = "error"
+    accumulate_steps: int = 1
+    compile: bool = False
+    cross_rank_mining: bool = False
+    sync_batchnorm: bool = False
 
 
 @dataclass
@@ -202,6 +206,13 @@ class Config:
     def wants_map(self) -> bool:
         return any("mAP" in entry for entry in self.Metric.Eval)
 
+    def topk_accuracy_ks(self) -> List[int]:
+        """The K values of the ``TopkAcc`` metric (classification accuracy of the head; sorted), or []."""
+        for entry in self.Metric.Eval:
+            if "TopkAcc" in entry:
+                return sorted((entry["TopkAcc"] or {}).get("topk", [1, 5]))
+        return []
+
 
 def builtin_config_names() -> List[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
@@ -282,11 +293,16 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError("Loss.Train is empty; add at least one loss, e.g. '- CELoss: {weight: 1.0}'")
     for entry in config.Metric.Eval:
         (name,) = entry
-        if name not in ("Recallk", "mAP"):
-            raise ConfigError(f"Metric.Eval: unknown metric {name!r}; use Recallk (with topk) or mAP")
-    for k in config.recall_ks():
-        if not isinstance(k, int) or k < 1:
-            raise ConfigError(f"Metric.Eval.Recallk.topk: {k!r} is not a positive integer")
+        if name not in ("Recallk", "mAP", "TopkAcc"):
+            raise ConfigError(f"Metric.Eval: unknown metric {name!r}; use Recallk (with topk), mAP or TopkAcc "
+                              "(with topk)")
+    for metric, ks in (("Recallk", config.recall_ks()), ("TopkAcc", config.topk_accuracy_ks())):
+        for k in ks:
+            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                raise ConfigError(f"Metric.Eval.{metric}.topk: {k!r} is not a positive integer")
+    if config.topk_accuracy_ks() and config.Arch.Head is None:
+        raise ConfigError("Metric.Eval.TopkAcc scores the classifier head, but Arch.Head is null; add a head "
+                          "(FC or ArcMargin) or remove TopkAcc")
     positive = {
         "Global.epochs": (config.Global.epochs, 0),
         "Global.eval_interval": (config.Global.eval_interval, 1),
@@ -295,6 +311,7 @@ def _check_consistency(config: Config) -> None:
         "Global.checkpoint_minutes": (config.Global.checkpoint_minutes, 0),
         "Global.seed": (config.Global.seed, 0),
         "Global.print_batch_step": (config.Global.print_batch_step, 1),
+        "Global.accumulate_steps": (config.Global.accumulate_steps, 1),
         "Global.image_size": (config.Global.image_size, 16),
         "DataLoader.batch_size": (config.DataLoader.batch_size, 2),
         "DataLoader.sample_per_id": (config.DataLoader.sample_per_id, 1),

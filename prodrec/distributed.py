@@ -1,4 +1,5 @@
-"""torch.distributed building blocks: torchrun launch, DDP over embedder + loss, cross-rank mining, gathers.
+"""torch.distributed launch and collectives: the torchrun environment, the process group, and a context whose
+collectives (stop agreement, means, broadcasts, row gathers) are no-ops in a single process.
 
 ``with init_distributed() as ctx:`` starts the process group of a torchrun launch (NCCL on ``cuda:LOCAL_RANK``,
 gloo on CPU) and destroys it on the way out, errors included; outside torchrun ``ctx`` is a single process
@@ -10,19 +11,12 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, TypeVar, Union
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, DistributedMinerWrapper
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-
-from prodrec.losses import MinedLoss, WeightedLoss
-
-__all__ = ["LaunchEnv", "read_launch_env", "DistributedContext", "init_distributed", "EmbedderWithLoss",
-           "CrossRankMinedLoss", "cross_rank_loss", "wrap_for_training", "unwrap"]
+__all__ = ["LaunchEnv", "read_launch_env", "DistributedContext", "init_distributed"]
 
 T = TypeVar("T")
 Rows = Union[np.ndarray, torch.Tensor]
@@ -179,7 +173,7 @@ class DistributedContext:
 def _device(name: Union[str, torch.device], launch: Optional[LaunchEnv]) -> torch.device:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(name)!r} asks for a GPU but none is available; use 'auto' or 'cpu'")
+        raise ValueError(f"device {str(name)!r} asks for a GPU but no CUDA GPU is available; use 'auto' or 'cpu'")
     if device.type != "cuda" or launch is None:
         return device
     if device.index is not None:
@@ -220,91 +214,3 @@ def init_distributed(device: Union[str, torch.device] = "auto", *,
         yield DistributedContext(launch.rank, launch.world_size, launch.local_rank, resolved, backend)
     finally:
         dist.destroy_process_group()
-
-
-class EmbedderWithLoss(nn.Module):
-    """The embedder and its loss (which holds the ArcMargin/FC head) as one module, so DDP averages both.
-    ``forward(images, labels)`` returns the loss's ``(total, {name: term})``; the embedder runs under autocast
-    when ``amp_dtype`` is set, the loss outside it (it computes in float32).
-    """
-
-    def __init__(self, model: nn.Module, loss: nn.Module, *, amp_dtype: Optional[torch.dtype] = None) -> None:
-        super().__init__()
-        self.model, self.loss, self.amp_dtype = model, loss, amp_dtype
-
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        with torch.autocast(images.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            embeddings = self.model(images)
-        return self.loss(embeddings, labels)
-
-
-class CrossRankMinedLoss(nn.Module):
-    """A stateless :class:`~prodrec.losses.MinedLoss` that mines and scores over the global batch.
-
-    Every rank gathers all ranks' embeddings (PML ``DistributedMinerWrapper`` / ``DistributedLossWrapper``)
-    and computes the loss over every anchor of the global batch; gradients reach this rank's embeddings
-    only. The returned value is the global-batch loss, its gradient ``world_size`` times that, so that
-    DDP's gradient averaging yields the global-batch gradient. One process: the plain mined loss.
-    """
-
-    def __init__(self, term: MinedLoss) -> None:
-        super().__init__()
-        self.loss = DistributedLossWrapper(term.loss)
-        self.miner = None if term.miner is None else DistributedMinerWrapper(term.miner)
-
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if not dist.is_initialized():
-            indices = None if self.miner is None else self.miner.miner(embeddings, labels)
-            return self.loss.loss(embeddings, labels, indices)
-        indices = None if self.miner is None else self.miner(embeddings, labels)
-        scaled = self.loss(embeddings, labels, indices)  # PML returns world_size x the global-batch loss
-        return scaled.detach() / dist.get_world_size() + (scaled - scaled.detach())
-
-
-def cross_rank_loss(loss: WeightedLoss) -> WeightedLoss:
-    """``loss`` with its pair/triplet terms mining over the global batch; other terms (CE heads) unchanged.
-    The result shares ``loss``'s modules and its ``state_dict``.
-
-    Raises:
-        ValueError: A mined term holds parameters or buffers (a parameter's gradient would be counted
-            ``world_size`` times), or no term mines pairs or triplets.
-    """
-    terms: Dict[str, nn.Module] = {}
-    for name, term in loss.terms.items():
-        if isinstance(term, MinedLoss):
-            if term.state_dict():
-                raise ValueError(f"Loss.Train {name}: cross-rank mining takes stateless pair/triplet losses; this "
-                                 f"one holds {list(term.state_dict())} (a proxy loss?). Turn cross-rank mining off")
-            term = CrossRankMinedLoss(term)
-        terms[name] = term
-    if not any(isinstance(term, CrossRankMinedLoss) for term in terms.values()):
-        raise ValueError(f"cross-rank mining needs a pair or triplet loss (e.g. TripletLossV2) in Loss.Train; it has "
-                         f"only {sorted(terms)}")
-    return WeightedLoss(terms, loss.weights)
-
-
-def wrap_for_training(model: nn.Module, loss: WeightedLoss, ctx: DistributedContext, *, cross_rank: bool = False,
-                      sync_batchnorm: bool = False, amp_dtype: Optional[torch.dtype] = None) -> nn.Module:
-    """``model`` + ``loss`` (which holds the head) as one :class:`EmbedderWithLoss` on ``ctx.device``, inside
-    ``DistributedDataParallel`` when there are several processes; call it as ``total, terms = module(x, y)``.
-
-    Args:
-        cross_rank: mine pairs/triplets over the global batch (:func:`cross_rank_loss`).
-        sync_batchnorm: batch-norm statistics over the global batch (GPU runs only).
-        amp_dtype: autocast dtype of the embedder's forward, ``None`` for float32.
-    """
-    if sync_batchnorm and ctx.device.type != "cuda":
-        raise ValueError("sync_batchnorm needs GPUs (torch's SyncBatchNorm runs on CUDA only); turn it off on CPU")
-    if cross_rank:
-        loss = cross_rank_loss(loss)
-    module = EmbedderWithLoss(model, loss, amp_dtype=amp_dtype).to(ctx.device)
-    if ctx.world_size == 1:
-        return module
-    if sync_batchnorm:
-        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    return DistributedDataParallel(module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-
-
-def unwrap(module: nn.Module) -> EmbedderWithLoss:
-    """The :class:`EmbedderWithLoss` inside what :func:`wrap_for_training` returned."""
-    return module.module if isinstance(module, DistributedDataParallel) else module

@@ -15,7 +15,7 @@ import torch
 from prodrec.config import Config
 from prodrec.data import ImageList
 
-__all__ = ["rng_state", "set_rng_state", "data_order", "check_data_order"]
+__all__ = ["rng_state", "set_rng_state", "seed_rank", "data_order", "check_data_order"]
 
 
 def rng_state() -> Dict[str, Any]:
@@ -36,6 +36,16 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_rank(seed: int, epoch: int, rank: int) -> None:
+    """Seed python's, numpy's and torch's global generators from ``(seed, epoch, rank)``: a distributed run's
+    per-process random state (dropout, drop-path) is rebuilt at each epoch start rather than checkpointed, so
+    that a run may resume on another number of processes."""
+    state = np.random.SeedSequence([seed, epoch, rank]).generate_state(2)
+    random.seed(int(state[0]))
+    np.random.seed(int(state[1]))
+    torch.manual_seed((int(state[0]) << 32) | int(state[1]))
 
 
 def _tuples(value: Any) -> Any:

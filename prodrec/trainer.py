@@ -1,13 +1,18 @@
 """One training run's parts and its step loop: model, loss, optimizer, schedule, the data order, the
-position in the epoch, and the checkpoints that capture all of it (see ``docs/reliability.md``)."""
+position in the epoch, and the checkpoints that capture all of it (see ``docs/reliability.md``).
+
+Under torchrun each process holds a ``_Run``: DDP keeps the copies identical, rank ``r`` of ``N`` trains
+batches ``r, r + N, ...`` of the epoch's batch list, and only rank 0 writes (see ``docs/distributed.md``)."""
 from __future__ import annotations
 
 import json
 import os
 import time
 import warnings
+from contextlib import nullcontext
+from itertools import islice
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -19,11 +24,12 @@ from prodrec.config import Config
 from prodrec.data import ImageDataset, RetrievalSplits
 from prodrec.data.sampling import EpochBatches, SeededSamples, apply_small_class_policy
 from prodrec.data.transforms import train_transform
-from prodrec.evaluation import evaluate
+from prodrec.ddp import evaluate_sharded, unwrap, wrap_for_training
+from prodrec.distributed import DistributedContext
 from prodrec.losses import build_loss
 from prodrec.models import Embedder
 from prodrec.optim import build_optimizer, build_scheduler
-from prodrec.run_state import check_data_order, data_order, rng_state, set_rng_state
+from prodrec.run_state import check_data_order, data_order, rng_state, seed_rank, set_rng_state
 from prodrec.safety import NonFiniteError, StopSignals, all_finite
 
 __all__ = ["resolve_device", "build_model", "loader_workers"]
@@ -85,25 +91,35 @@ def _amp_dtype(setting: str, device: torch.device) -> Optional[torch.dtype]:
 class _Run:
     """The state of one training run (kept together so checkpoints can save and restore it)."""
 
-    def __init__(self, config: Config, data: RetrievalSplits, output_dir: Path, progress: bool) -> None:
-        self.config, self.data, self.output_dir, self.progress = config, data, output_dir, progress
+    def __init__(self, config: Config, data: RetrievalSplits, output_dir: Path, progress: bool,
+                 ctx: Optional[DistributedContext] = None) -> None:
+        ctx = ctx or DistributedContext(device=resolve_device(config.Global.device))  # default: one process
+        self.config, self.data, self.output_dir, self.ctx = config, data, output_dir, ctx
+        self.progress = progress and ctx.is_main
         g, loader_cfg = config.Global, config.DataLoader
-        self.device = resolve_device(g.device)
+        self.device = ctx.device
         self.model, self.loss = build_model(config, data.train.num_classes)
         self.memory_format = torch.channels_last if g.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format)
-        self.loss.to(self.device)
+        self.amp_dtype = _amp_dtype(g.amp, self.device)
+        self.module = wrap_for_training(self.model, self.loss, ctx, cross_rank=g.cross_rank_mining,
+                                        sync_batchnorm=g.sync_batchnorm, amp_dtype=self.amp_dtype, compile=g.compile)
         self.workers = loader_workers(loader_cfg.num_workers, self.device)
         self.train_loader = self._train_loader()
+        # One optimizer step: accumulate_steps batches on each of world_size ranks, all consecutive in the list.
+        self.accumulate, self.step_batches = g.accumulate_steps, g.accumulate_steps * ctx.world_size
+        self.steps_per_epoch = len(self.train_loader) // self.accumulate
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"Global.accumulate_steps={self.accumulate} needs that many batches per process, but an "
+                             f"epoch gives each of {ctx.world_size} processes {len(self.train_loader)}; lower "
+                             "Global.accumulate_steps or DataLoader.batch_size")
+        self.epoch_batches = self.steps_per_epoch * self.step_batches  # of the epoch's batch list
         self.data_order = data_order(config, data.train)
-        self.parameters = list(self.model.parameters()) + list(self.loss.parameters())
+        self.parameters = list(unwrap(self.module).parameters())
         self.optimizer = build_optimizer(self.parameters, config.Optimizer)
-        self.scheduler = build_scheduler(
-            self.optimizer, config.Optimizer.lr, epochs=g.epochs, steps_per_epoch=len(self.train_loader)
-        )
-        self.amp_dtype = _amp_dtype(g.amp, self.device)
+        self.scheduler = self._scheduler()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.epoch, self.step, self.batch = 0, 0, 0  # batch: batches of the current epoch done
+        self.epoch, self.step, self.batch = 0, 0, 0  # batch: batches of the epoch's list done, all ranks together
         self.epoch_sums: Dict[str, float] = {}
         self.best: Dict[str, Any] = {"recall@1": -1.0, "epoch": None, "metrics": {}}
         self.history: List[Dict[str, Any]] = []
@@ -111,6 +127,10 @@ class _Run:
         self.train_seconds, self.images_seen, self.skipped_steps = 0.0, 0, 0
         self.last_saved = time.monotonic()
         self.stop = StopSignals()
+
+    def _scheduler(self):
+        return build_scheduler(self.optimizer, self.config.Optimizer.lr, epochs=self.config.Global.epochs,
+                               steps_per_epoch=self.steps_per_epoch)
 
     def _train_loader(self) -> DataLoader:
         cfg, labels = self.config.DataLoader, self.data.train.labels
@@ -135,7 +155,8 @@ class _Run:
             )
         seed = self.config.Global.seed
         self.batch_sampler = EpochBatches(labels, batch_size=cfg.batch_size, seed=seed,
-                                          instances=cfg.sample_per_id if cfg.sampler == "pk" else None)
+                                          instances=cfg.sample_per_id if cfg.sampler == "pk" else None,
+                                          rank=self.ctx.rank, world_size=self.ctx.world_size)
         # The loader draws its workers' base seed from its own generator, not torch's global one.
         return DataLoader(
             SeededSamples(dataset, transform), batch_sampler=self.batch_sampler, num_workers=self.workers,
@@ -144,15 +165,19 @@ class _Run:
         )
 
     def log(self, record: Dict[str, Any]) -> None:
+        """Append ``record`` to ``log.jsonl`` (rank 0 only)."""
+        if not self.ctx.is_main:
+            return
         with open(self.output_dir / "log.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
     def evaluate(self) -> Dict[str, float]:
-        return evaluate(
-            self.model, self.data.query, self.data.gallery, ks=self.config.recall_ks() or [1],
-            compute_map=self.config.wants_map(), batch_size=self.config.DataLoader.eval_batch_size,
-            num_workers=self.workers, device=self.device, progress=self.progress,
-        )
+        """Recall@K / mAP (and ``TopkAcc``'s ``top<k>``), the query and gallery embedded in shards by the ranks."""
+        config = self.config
+        return evaluate_sharded(self.model, self.data.query, self.data.gallery, self.ctx, ks=config.recall_ks() or [1],
+                                compute_map=config.wants_map(), head=self.loss, topk=config.topk_accuracy_ks(),
+                                batch_size=config.DataLoader.eval_batch_size, num_workers=self.workers,
+                                progress=self.progress)
 
     def train_epoch(self) -> Dict[str, float]:
         """Train the rest of the current epoch (from batch ``self.batch``); the mean loss terms of the epoch.
@@ -160,50 +185,65 @@ class _Run:
         Stops after the step in which SIGINT/SIGTERM arrived; writes ``last.pt`` when a step or time
         checkpoint is due.
         """
-        self.model.train()
-        self.loss.train()
-        self.batch_sampler.set_epoch(self.epoch, start=self.batch)
+        self.module.train()
+        if self.ctx.world_size > 1:
+            seed_rank(self.config.Global.seed, self.epoch, self.ctx.rank)
+        self.batch -= self.batch % self.step_batches  # a checkpoint of another world size: redo a partial step
+        done = self.batch // self.step_batches
+        self.batch_sampler.set_epoch(self.epoch, start=done * self.accumulate)
         started = time.perf_counter()
-        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.config.Global.epochs}", unit="batch",
-                   initial=self.batch, disable=not self.progress, leave=False)
-        for images, labels in bar:
-            values = self._train_step(images, labels)
+        batches = iter(self.train_loader)
+        bar = tqdm(desc=f"epoch {self.epoch + 1}/{self.config.Global.epochs}", unit="step", initial=done,
+                   total=self.steps_per_epoch, disable=not self.progress, leave=False)
+        while len(micro_batches := list(islice(batches, self.accumulate))) == self.accumulate:
+            values, finite = self._train_step(micro_batches)
+            bar.update()
             self.step += 1
-            self.batch += 1
-            self.images_seen += len(images)
-            if all_finite(values):
+            self.batch += self.step_batches
+            if finite:
                 for name, value in values.items():
-                    self.epoch_sums[name] = self.epoch_sums.get(name, 0.0) + value
+                    self.epoch_sums[name] = self.epoch_sums.get(name, 0.0) + value * self.step_batches
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
                 if self.step % self.config.Global.print_batch_step == 0:
                     self.log({"event": "step", "epoch": self.epoch + 1, "step": self.step,
                               "lr": self.optimizer.param_groups[0]["lr"], **values})
-            if self.stop.received:
+            if self.ctx.any_rank(self.stop.received is not None):
+                self.stop.received = self.stop.received or "a stop signal to another process"
                 break
-            epoch_end_saves = self.batch == len(self.train_loader) and self.saves_after(self.epoch + 1)
+            epoch_end_saves = self.batch == self.epoch_batches and self.saves_after(self.epoch + 1)
             if self._checkpoint_due() and not epoch_end_saves:
                 self.save("last.pt")
+        bar.close()
         self.train_seconds += time.perf_counter() - started
         return {name: value / max(self.batch, 1) for name, value in self.epoch_sums.items()}
 
-    def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> Dict[str, float]:
-        images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
-        labels = labels.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
-            embeddings = self.model(images)
-        total, terms = self.loss(embeddings, labels)
-        values = {"loss": total.item(), **{name: value.item() for name, value in terms.items()}}
+    def _train_step(self, micro_batches: List[Tuple[torch.Tensor, torch.Tensor]]) -> Tuple[Dict[str, float], bool]:
+        """One optimizer step over this rank's micro-batches (gradients summed, synchronised after the last);
+        the loss terms averaged over them and over the ranks, and whether the step was taken."""
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
+        sums: Dict[str, float] = {}
+        for index, (images, labels) in enumerate(micro_batches):
+            images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
+            labels = labels.to(self.device, non_blocking=True)
+            last = index == len(micro_batches) - 1
+            with nullcontext() if last or self.ctx.world_size == 1 else self.module.no_sync():
+                total, terms = self.module(images, labels)
+                for name, value in (("loss", total), *terms.items()):
+                    sums[name] = sums.get(name, 0.0) + value.item()
+                self.scaler.scale(total / len(micro_batches) if len(micro_batches) > 1 else total).backward()
+            self.images_seen += len(images) * self.ctx.world_size
+        local = {name: value / len(micro_batches) for name, value in sums.items()}
+        values = self.ctx.mean(local) if self.ctx.world_size > 1 else local
+        values = {name: values[name] for name in local}
         # With fp16 the scaler itself skips steps whose gradients overflow; only the loss is checked then.
-        if all_finite(values, None if self.scaler.is_enabled() else self.parameters):
+        finite = not self.ctx.any_rank(not all_finite(local, None if self.scaler.is_enabled() else self.parameters))
+        if finite:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             self._non_finite(values)
         self.scheduler.step()
-        return values
+        return values, finite
 
     def _checkpoint_due(self) -> bool:
         g = self.config.Global
@@ -242,6 +282,7 @@ class _Run:
             "scaler": self.scaler.state_dict(),
             **{key: getattr(self, key) for key in self._COUNTERS},
             "data_order": self.data_order, "config": self.config.to_dict(), "rng": rng_state(),
+            "step_batches": self.step_batches,
         }
 
     def restore(self, payload: Dict[str, Any], source: Path) -> None:
@@ -250,15 +291,26 @@ class _Run:
         self.model.load_state_dict(payload["embedder"]["state_dict"])
         self.loss.load_state_dict(payload["loss"])
         self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
         self.scaler.load_state_dict(payload["scaler"])
         for key in self._COUNTERS:
             setattr(self, key, payload[key])
         set_rng_state(payload["rng"])
+        if payload.get("step_batches", 1) == self.step_batches:
+            self.scheduler.load_state_dict(payload["scheduler"])
+            return
+        # Another global batch (world size x accumulate_steps): place the schedule by the share of training done.
+        self.scheduler = self._scheduler()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()"
+            for _ in range(self.epoch * self.steps_per_epoch + self.batch // self.step_batches):
+                self.scheduler.step()
 
     def save(self, name: str) -> None:
-        """Write ``checkpoints/<name>`` (``last.pt`` keeps the file it replaces as ``last.prev.pt``)."""
+        """Write ``checkpoints/<name>`` (``last.pt`` keeps the file it replaces as ``last.prev.pt``); rank 0 only."""
+        if not self.ctx.is_main:
+            return
         save_checkpoint(self.output_dir / "checkpoints" / name, self.state(), keep_previous=name == "last.pt")
         if name == "last.pt":
             self.last_saved = time.monotonic()
             self.log({"event": "checkpoint", "epoch": self.epoch + 1, "batch": self.batch, "step": self.step})
+

@@ -4,7 +4,8 @@ One run writes to ``Global.output_dir``: ``config.yaml`` (the resolved config), 
 (one JSON line per logged step, checkpoint and evaluation), ``checkpoints/last.pt`` (with the one it
 replaced kept as ``last.prev.pt``) and ``checkpoints/best.pt`` (best Recall@1), and ``summary.json``
 (metrics of the final model). A run killed at any point continues with ``resume=True``; see
-``docs/reliability.md``.
+``docs/reliability.md``. Under ``torchrun`` every process runs ``train_metric`` and rank 0 alone writes the
+run folder; see ``docs/distributed.md``.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import json
 import os
 import random
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -24,6 +26,7 @@ from tqdm.auto import tqdm
 from prodrec.checkpoint import load_checkpoint, load_latest_checkpoint, remove_temporaries
 from prodrec.config import Config, load_config
 from prodrec.data import RetrievalSplits, read_splits
+from prodrec.distributed import DistributedContext, init_distributed
 from prodrec.models import Embedder
 from prodrec.safety import RunLock, TrainingInterrupted
 from prodrec.trainer import _Run, build_model, loader_workers, resolve_device
@@ -91,21 +94,23 @@ def train_metric(
                            confine_to_root=loader.confine_to_root)
     _seed_everything(g.seed, g.deterministic)
     output_dir = Path(g.output_dir)
-    with RunLock(output_dir):
-        data, skipped = _drop_bad_images(config, data, output_dir, progress)
-        return _train(config, data, output_dir, resume, progress, skipped)
+    with init_distributed(g.device) as ctx, RunLock(output_dir) if ctx.is_main else nullcontext():
+        data, skipped = _drop_bad_images(config, data, output_dir, progress, ctx)
+        return _train(config, data, output_dir, resume, progress, skipped, ctx)
 
 
-def _drop_bad_images(config: Config, data: RetrievalSplits, output_dir: Path,
-                     progress: bool) -> Tuple[RetrievalSplits, int]:
+def _drop_bad_images(config: Config, data: RetrievalSplits, output_dir: Path, progress: bool,
+                     ctx: DistributedContext) -> Tuple[RetrievalSplits, int]:
     """With ``DataLoader.on_bad_image: skip``, the listings without unreadable images (listed in
-    ``skipped_images.txt``) and how many were dropped."""
+    ``skipped_images.txt`` by rank 0; every rank checks) and how many were dropped."""
     if config.DataLoader.on_bad_image != "skip":
         return data, 0
     from prodrec.data.image_check import check_splits
 
-    workers = loader_workers(config.DataLoader.num_workers, resolve_device(config.Global.device))
-    data, skipped = check_splits(data, policy="skip", workers=workers, progress=progress)
+    workers = loader_workers(config.DataLoader.num_workers, ctx.device)
+    data, skipped = check_splits(data, policy="skip", workers=workers, progress=progress and ctx.is_main)
+    if not ctx.is_main:
+        return data, len(skipped)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "skipped_images.txt").write_text("".join(f"{path}\t{reason}\n" for path, reason in skipped),
                                                    encoding="utf-8")
@@ -153,25 +158,40 @@ def _last_logged_step(log: Path) -> int:
     return step
 
 
+def _resume_point(resume: Resume, output_dir: Path,
+                  ctx: DistributedContext) -> Optional[Tuple[Path, Dict[str, Any], Optional[str]]]:
+    """:func:`_checkpoint_to_resume` as rank 0 decides it (it may move a refused ``last.pt`` away), on every rank."""
+    chosen = _checkpoint_to_resume(resume, output_dir) if ctx.is_main else None
+    if ctx.world_size == 1:
+        return chosen
+    where = ctx.broadcast(None if chosen is None else (str(chosen[0]), chosen[2]))
+    if ctx.is_main or where is None:
+        return chosen
+    return Path(where[0]), load_checkpoint(where[0]), where[1]
+
+
 def _train(config: Config, data: RetrievalSplits, output_dir: Path, resume: Resume, progress: bool,
-           skipped_images: int) -> TrainResult:
+           skipped_images: int, ctx: DistributedContext) -> TrainResult:
     g = config.Global
     last = output_dir / "checkpoints" / "last.pt"
-    remove_temporaries(last.parent)
-    chosen = _checkpoint_to_resume(resume, output_dir)
-    if chosen is None:
+    if ctx.is_main:
+        remove_temporaries(last.parent)
+    chosen = _resume_point(resume, output_dir, ctx)
+    if chosen is None and ctx.is_main:
         (output_dir / "log.jsonl").unlink(missing_ok=True)
-    run = _Run(config, data, output_dir, progress)
+    run = _Run(config, data, output_dir, progress, ctx)
     if chosen is not None:
         used, payload, fallback = chosen
         run.restore(payload, used)
-        lost = max(_last_logged_step(output_dir / "log.jsonl") - run.step, 0)
-        run.log({"event": "resume", "checkpoint": str(used), "epoch": run.epoch + 1, "batch": run.batch,
-                 "step": run.step, "steps_lost": lost, "fallback": fallback})
-        if fallback:
-            warnings.warn(f"{fallback}. Resumed from {used} (step {run.step}); {lost} steps logged after it are lost "
-                          "and trained again")
-    (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+        if ctx.is_main:
+            lost = max(_last_logged_step(output_dir / "log.jsonl") - run.step, 0)
+            run.log({"event": "resume", "checkpoint": str(used), "epoch": run.epoch + 1, "batch": run.batch,
+                     "step": run.step, "steps_lost": lost, "fallback": fallback})
+            if fallback:
+                warnings.warn(f"{fallback}. Resumed from {used} (step {run.step}); {lost} steps logged after it are "
+                              "lost and trained again")
+    if ctx.is_main:
+        (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
 
     if run.epoch == 0 and (g.epochs == 0 or g.eval_before_train) and run.initial_metrics is None:
         run.initial_metrics = metrics = run.evaluate()
@@ -201,7 +221,7 @@ def _finish_epoch(run: _Run, losses: Dict[str, float], progress: bool) -> None:
         metrics = run.evaluate()
         record["metrics"] = metrics
         run.log({"event": "eval", "epoch": run.epoch, "step": run.step, **metrics})
-        if progress:
+        if progress and run.ctx.is_main:
             tqdm.write(f"epoch {run.epoch}: loss {losses.get('loss', float('nan')):.4f} " + _format(metrics))
     run.history.append(record)
     if "metrics" in record and record["metrics"].get("recall@1", 0.0) > run.best["recall@1"]:
@@ -225,14 +245,16 @@ def _summarise(run: _Run, data: RetrievalSplits, output_dir: Path, skipped_image
         "best": run.best["metrics"],
         "initial": run.initial_metrics,
         "device": str(run.device),
+        "world_size": run.ctx.world_size,
         "num_train_images": len(data.train),
         "num_train_classes": data.train.num_classes,
         "num_query": len(data.query),
         "num_gallery": len(data.gallery),
     }
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    if run.ctx.is_main:
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return TrainResult(run.model, metrics, run.best["metrics"], run.initial_metrics, run.history, output_dir, summary)
 
 
 def _format(metrics: Dict[str, float]) -> str:
-    return " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("recall@", "mAP")))
+    return " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("recall@", "mAP", "top")))
