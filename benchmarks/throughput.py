@@ -1,28 +1,40 @@
-"""Throughput of prodrec's hot paths, each beside a plain baseline measured in the same run.
+"""Throughput of prodrec's hot paths, each beside a plain baseline measured in the same run, against issue 7's targets.
 
-    python benchmarks/throughput.py                                  # CPU-sized defaults, a couple of minutes
+    python benchmarks/throughput.py                                  # CPU-sized defaults, several minutes
     python benchmarks/throughput.py --image-size 224 --batch-size 64 --iterations 50 --json gpu.json
+    python benchmarks/throughput.py --profile /tmp/profiles          # also cProfile / torch.profiler reports
 
-Figures (ratio = how many times faster prodrec is than its baseline, so > 1 means prodrec is faster):
+Figures (``ratio`` as the target states it; ``met`` says whether the target holds):
 
-* ``train_step``: images/s of prodrec's training step (``_Run.train_epoch`` of ``train_metric``: the
-  In-shop recipe's ArcMargin CE + TripletLossV2 and SGD, channels_last, AMP on GPU, per-step loss
-  logging) vs a bare timm + pytorch-metric-learning loop (same model, losses and optimizer, fp32,
+* ``train_step`` (>= 0.9): images/s of prodrec's training step (``_Run.train_epoch`` of ``train_metric``: the
+  In-shop recipe's ArcMargin CE + TripletLossV2 and SGD, channels_last, AMP on GPU, per-step loss logging
+  and checks) vs a bare timm + pytorch-metric-learning loop (same model, losses and optimizer, fp32,
   default memory format), both on the same in-memory batch.
-* ``embed``: images/s of ``Embedder.embed`` on that batch vs a bare timm forward in ``inference_mode``.
-* ``extract``: images/s of ``extract_embeddings`` on JPEG files (decode + resize + forward, N workers)
-  vs the same bare forward on in-memory tensors (the ratio is the cost of reading the images).
-* ``loader``: images/s of the training data loader alone (cv2 decode + albumentations, PK sampler, N
-  workers) vs PIL + torchvision transforms v2 with the same workers, on synthetic 256 px JPEGs.
-* ``search_vs_torch`` / ``search_vs_numpy``: seconds of exact top-k search of Q x D queries in a G x D
-  gallery of random L2-normalised vectors with ``knn_search`` (faiss) vs torch matmul + topk and numpy
-  matmul + argpartition, both in chunks of queries.
+* ``pipeline`` (>= 0.8): images/s of the same training epoch fed by prodrec's own loader (JPEG files, cv2
+  decode, albumentations, PK sampler, N workers) vs the in-memory figure of ``train_step``.
+* ``extract`` (>= 0.95): images/s of ``extract_embeddings`` on JPEG files (reduced-size JPEG decode, resize,
+  forward, N workers) vs a bare timm forward in ``inference_mode`` on in-memory tensors.
+* ``embed``: images/s of ``Embedder.embed`` on the in-memory batch vs that bare forward.
+* ``loader``: images/s of the training loader alone vs PIL + torchvision transforms v2, same workers.
+* ``eval_time`` (>= 1): seconds of the exact evaluation (``evaluate_embeddings``: Recall@1/5/10/20 and
+  full-ranking mAP) of Q x G x D random labelled vectors vs torch matmul + topk (k 20) in chunks of queries;
+  ratio = torch seconds / prodrec seconds (best of 3, interleaved).
+* ``eval_memory`` (<= 1.5): peak resident memory of that evaluation, features included, over the features'
+  size, measured in a fresh process (``VmHWM`` reset through ``/proc/self/clear_refs``); the baseline
+  column is the same for the torch matmul + topk.
+* ``knn``: seconds of ``knn_search`` top k (faiss) vs the torch matmul + topk.
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
+import gc
+import io
 import json
 import math
+import os
+import pstats
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,19 +52,22 @@ from torchvision.transforms import v2
 
 from prodrec.config import load_config
 from prodrec.data import ImageList, make_synthetic_inshop, read_inshop
-from prodrec.evaluation import extract_embeddings
+from prodrec.evaluation import evaluate_embeddings, extract_embeddings
 from prodrec.models import resolve_backbone_name
 from prodrec.search import knn_search, l2_normalize
-from prodrec.training import _Run, resolve_device
+from prodrec.trainer import _Run, resolve_device
 
-CHUNK = 2048  # queries per matmul in the search baselines
+CHUNK = 2048  # queries per matmul in the torch search baseline
+ITEMS = 3985  # In-shop's test items: the eval labels
+TARGETS = {"train_step": (">=", 0.9), "pipeline": (">=", 0.8), "extract": (">=", 0.95), "eval_time": (">=", 1.0),
+           "eval_memory": ("<=", 1.5)}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="ResNet50_vd", help="timm name or PaddleClas alias")
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--iterations", type=int, default=10, help="timed batches per model figure")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches (and loader passes) first")
@@ -61,9 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queries", type=int, default=14218, help="Q (default: the In-shop query split)")
     parser.add_argument("--gallery", type=int, default=12612, help="G (default: the In-shop gallery split)")
     parser.add_argument("--dim", type=int, default=512, help="D")
-    parser.add_argument("--k", type=int, default=20, help="neighbours per query")
+    parser.add_argument("--k", type=int, default=20, help="neighbours per query of the torch baseline and knn")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    parser.add_argument("--json", help="write {figure: {value, baseline, ratio, unit}} to this file")
+    parser.add_argument("--json", help="write {figure: {value, baseline, ratio, unit, target, met}} to this file")
+    parser.add_argument("--profile", help="write cProfile (and torch.profiler) reports of each prodrec side here")
+    parser.add_argument("--memory-case", choices=("prodrec", "torch"), help=argparse.SUPPRESS)  # internal
     return parser
 
 
@@ -95,6 +112,30 @@ def timed(step: Callable[[], object], iterations: int, warmup: int, device: torc
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - started
+
+
+class Profiler:
+    """With a folder, runs a call once more under cProfile (and torch.profiler for ``torch_ops``) and writes
+    the report to ``<folder>/<name>.txt``; the timed runs are never profiled. Without a folder, does nothing."""
+
+    def __init__(self, folder: Optional[str]) -> None:
+        self.folder = Path(folder) if folder else None
+        if self.folder:
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, name: str, call: Callable[[], object], *, torch_ops: bool = False) -> None:
+        if self.folder is None:
+            return
+        report = io.StringIO()
+        profile = cProfile.Profile()
+        if torch_ops:
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as operators:
+                profile.runcall(call)
+            report.write(operators.key_averages().table(sort_by="self_cpu_time_total", row_limit=25) + "\n")
+        else:
+            profile.runcall(call)
+        pstats.Stats(profile, stream=report).sort_stats("tottime").print_stats(30)
+        (self.folder / f"{name}.txt").write_text(report.getvalue(), encoding="utf-8")
 
 
 class BareModel(nn.Module):
@@ -149,7 +190,8 @@ def loader_figure(run: _Run, splits, args: argparse.Namespace, device: torch.dev
             passes * len(pil) * args.batch_size / loader_seconds(pil, passes, args.warmup), "images/s")
 
 
-def training_figures(args: argparse.Namespace, root: Path, work: Path, device: torch.device) -> Dict[str, tuple]:
+def training_figures(args: argparse.Namespace, root: Path, work: Path, device: torch.device,
+                     profiler: Profiler) -> Dict[str, tuple]:
     splits = read_inshop(root)
     config = load_config("inshop_ce_triplet", overrides=[
         f"Arch.Backbone.name={args.backbone}", "Arch.Neck.embedding_size=auto", f"Global.image_size={args.image_size}",
@@ -157,16 +199,27 @@ def training_figures(args: argparse.Namespace, root: Path, work: Path, device: t
         f"Global.device={device}", f"Global.output_dir={work}"])
     work.mkdir(parents=True, exist_ok=True)
     run = _Run(config, splits, work, progress=False)
-    model, batch = run.model, args.batch_size
+    model, batch, files = run.model, args.batch_size, run.train_loader
     images = torch.randn(batch, 3, args.image_size, args.image_size)
     labels = torch.arange(batch // 2).repeat_interleave(2) % splits.train.num_classes
     if device.type == "cuda":
         images, labels = images.pin_memory(), labels.pin_memory()
     figures = {"loader": loader_figure(run, splits, args, device)}
 
-    def prodrec_steps(count: int) -> None:
-        run.train_loader = [(images, labels)] * count
+    def prodrec_epoch(loader) -> float:
+        """images/s of one ``train_epoch`` over ``loader``."""
+        run.train_loader = loader
+        started, seen = time.perf_counter(), run.images_seen
         run.train_epoch()
+        run.next_epoch()
+        return (run.images_seen - seen) / (time.perf_counter() - started)  # each step reads its loss: synchronised
+
+    prodrec_epoch([(images, labels)] * args.warmup)
+    in_memory = prodrec_epoch([(images, labels)] * args.iterations)
+    profiler("train_step", lambda: prodrec_epoch([(images, labels)] * args.iterations), torch_ops=True)
+    prodrec_epoch(files)  # starts the persistent workers
+    figures["pipeline"] = (prodrec_epoch(files), in_memory, "images/s")
+    profiler("pipeline", lambda: prodrec_epoch(files))
 
     bare = BareModel(args.backbone, model.embedding_size).to(device)
     head, sgd = config.Arch.Head, config.Optimizer  # the recipe's settings, written out with PML and torch
@@ -187,15 +240,10 @@ def training_figures(args: argparse.Namespace, root: Path, work: Path, device: t
         loss.backward()
         optimizer.step()
 
-    prodrec_steps(args.warmup)
-    start = time.perf_counter()
-    prodrec_steps(args.iterations)
-    prodrec_seconds = time.perf_counter() - start  # train_epoch reads each step's loss, which synchronises
     bare.train()
-    figures["train_step"] = (args.iterations * batch / prodrec_seconds,
-                             args.iterations * batch / timed(bare_step, args.iterations, args.warmup, device),
-                             "images/s")
-
+    figures["train_step"] = (in_memory, args.iterations * batch / timed(bare_step, args.iterations, args.warmup,
+                                                                         device), "images/s")
+    profiler("train_step_bare", lambda: [bare_step() for _ in range(args.iterations)], torch_ops=True)
     bare.eval()
 
     def bare_forward() -> None:
@@ -205,54 +253,93 @@ def training_figures(args: argparse.Namespace, root: Path, work: Path, device: t
     forward_rate = args.iterations * batch / timed(bare_forward, args.iterations, args.warmup, device)
     embed_seconds = timed(lambda: model.embed(images, batch_size=batch), args.iterations, args.warmup, device)
     figures["embed"] = (args.iterations * batch / embed_seconds, forward_rate, "images/s")
-    everything = ImageList(splits.query.paths + splits.gallery.paths,
+    everything = ImageList((*splits.query.paths, *splits.gallery.paths),
                            np.concatenate([splits.query.labels, splits.gallery.labels]), splits.query.classes)
-    start = time.perf_counter()
-    extract_embeddings(model, everything, batch_size=batch, num_workers=args.workers, device=device, progress=False)
-    figures["extract"] = (len(everything) / (time.perf_counter() - start), forward_rate, "images/s")
+
+    def extract() -> None:
+        extract_embeddings(model, everything, batch_size=batch, num_workers=args.workers, device=device,
+                           progress=False, decode_size=model.image_size)
+
+    started = time.perf_counter()
+    extract()
+    figures["extract"] = (len(everything) / (time.perf_counter() - started), forward_rate, "images/s")
+    profiler("extract", extract)
     return figures
 
 
-def search_figures(args: argparse.Namespace, device: torch.device) -> Dict[str, tuple]:
+def eval_data(args: argparse.Namespace) -> tuple:
+    """Labelled unit vectors of In-shop's shape: item centres plus noise; every item has a gallery image."""
     rng = np.random.default_rng(0)
-    queries = l2_normalize(rng.standard_normal((args.queries, args.dim), dtype=np.float32))
-    gallery = l2_normalize(rng.standard_normal((args.gallery, args.dim), dtype=np.float32))
+    items = min(ITEMS, args.gallery)
+    gallery_labels = np.concatenate([np.arange(items), rng.integers(0, items, args.gallery - items)])
+    query_labels = rng.integers(0, items, args.queries)
+    centres = rng.standard_normal((items, args.dim), dtype=np.float32)
+    noise = 2.0 / math.sqrt(args.dim / 512)
+    gallery = l2_normalize(centres[gallery_labels] + noise * rng.standard_normal((args.gallery, args.dim),
+                                                                                 dtype=np.float32))
+    queries = l2_normalize(centres[query_labels] + noise * rng.standard_normal((args.queries, args.dim),
+                                                                               dtype=np.float32))
+    return queries, query_labels, gallery, gallery_labels
+
+
+def torch_top_k(queries: np.ndarray, gallery: torch.Tensor, k: int, device: torch.device) -> np.ndarray:
+    found = [torch.topk(torch.from_numpy(queries[i:i + CHUNK]).to(device) @ gallery.T, k).indices.cpu()
+             for i in range(0, len(queries), CHUNK)]
+    return torch.cat(found).numpy()
+
+
+def memory_case(args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
+    """Peak resident memory of one evaluation in this (fresh) process, features included."""
+    queries, query_labels, gallery, gallery_labels = eval_data(args)
     gallery_t = torch.from_numpy(gallery).to(device)
+    gc.collect()
+    status = Path("/proc/self/status")
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
+    before = int(next(line for line in status.read_text().splitlines() if line.startswith("VmRSS")).split()[1])
+    if args.memory_case == "prodrec":
+        evaluate_embeddings(queries, query_labels, gallery, gallery_labels)
+    else:
+        torch_top_k(queries, gallery_t, args.k, device)
+    peak = int(next(line for line in status.read_text().splitlines() if line.startswith("VmHWM")).split()[1])
+    features = (queries.nbytes + gallery.nbytes) / 2**20
+    return {"features_mib": features, "peak_mib": features + (peak - before) / 1024}
 
-    def with_torch(rows: np.ndarray) -> np.ndarray:
-        found = [torch.topk(torch.from_numpy(rows[i:i + CHUNK]).to(device) @ gallery_t.T, args.k).indices.cpu()
-                 for i in range(0, len(rows), CHUNK)]
-        return torch.cat(found).numpy()
 
-    def with_numpy(rows: np.ndarray) -> np.ndarray:
-        found = []
-        for i in range(0, len(rows), CHUNK):
-            scores = rows[i:i + CHUNK] @ gallery.T
-            top = np.argpartition(-scores, args.k - 1, axis=1)[:, :args.k]
-            order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
-            found.append(np.take_along_axis(top, order, axis=1))
-        return np.concatenate(found)
-
-    methods = {"faiss": lambda rows: knn_search(rows, gallery, args.k)[1], "torch": with_torch, "numpy": with_numpy}
-    seconds, top1 = {}, {}
-    for name, method in methods.items():
-        method(queries[:256])  # warm-up
-        start = time.perf_counter()
-        top1[name] = method(queries)[:, 0]
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds[name] = time.perf_counter() - start
-    for name in ("torch", "numpy"):
-        agree = float(np.mean(top1[name] == top1["faiss"]))
-        if agree < 0.999:
-            raise RuntimeError(f"the {name} search found a different nearest neighbour than faiss for "
-                               f"{1 - agree:.2%} of the queries; the comparison would be meaningless")
-    return {"search_vs_torch": (seconds["faiss"], seconds["torch"], "s"),
-            "search_vs_numpy": (seconds["faiss"], seconds["numpy"], "s")}
+def search_figures(args: argparse.Namespace, argv: List[str], device: torch.device,
+                   profiler: Profiler) -> Dict[str, tuple]:
+    queries, query_labels, gallery, gallery_labels = eval_data(args)
+    gallery_t = torch.from_numpy(gallery).to(device)
+    methods = {"evaluate": lambda: evaluate_embeddings(queries, query_labels, gallery, gallery_labels),
+               "torch": lambda: torch_top_k(queries, gallery_t, args.k, device),
+               "knn": lambda: knn_search(queries, gallery, args.k)[1]}
+    seconds = {name: math.inf for name in methods}
+    for _ in range(3):  # interleaved, best of 3: other processes on the machine disturb single runs
+        for name, method in methods.items():
+            started = time.perf_counter()
+            method()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds[name] = min(seconds[name], time.perf_counter() - started)
+    profiler("eval_time", methods["evaluate"])
+    agree = float(np.mean(methods["torch"]()[:, 0] == methods["knn"]()[:, 0]))
+    if agree < 0.999:
+        raise RuntimeError(f"torch and faiss found different nearest neighbours for {1 - agree:.2%} of the queries")
+    memory = {}
+    for case in ("prodrec", "torch"):  # fresh processes; big freed blocks must not hide in malloc's heap
+        completed = subprocess.run([sys.executable, __file__, *argv, "--memory-case", case], capture_output=True,
+                                   text=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+        if completed.returncode:
+            raise RuntimeError(f"the memory measurement ({case}) failed:\n{completed.stderr[-4000:]}")
+        memory[case] = json.loads(completed.stdout.strip().splitlines()[-1])
+    features = memory["prodrec"]["features_mib"]
+    return {"eval_time": (seconds["evaluate"], seconds["torch"], "s"),
+            "eval_memory": (memory["prodrec"]["peak_mib"], memory["torch"]["peak_mib"], "MiB", features),
+            "knn": (seconds["knn"], seconds["torch"], "s")}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
     args = parser.parse_args(argv)
     check_args(parser, args)
     try:
@@ -260,21 +347,32 @@ def main(argv: Optional[List[str]] = None) -> int:
         resolve_backbone_name(args.backbone)
     except ValueError as error:
         parser.error(str(error))
+    if args.memory_case:
+        print(json.dumps(memory_case(args, device)))
+        return 0
+    profiler = Profiler(args.profile)
     print(f"device {device}, torch {torch.__version__} with {torch.get_num_threads()} threads, {args.backbone}, "
           f"{args.image_size} px, batch {args.batch_size}, {args.iterations} timed iterations after {args.warmup}, "
-          f"{args.workers} loader workers, search {args.queries} x {args.gallery} x {args.dim}, k {args.k}")
+          f"{args.workers} loader workers, evaluation {args.queries} x {args.gallery} x {args.dim}, k {args.k}")
     with tempfile.TemporaryDirectory(prefix="prodrec-throughput-") as work:
         work = Path(work)
-        info = make_synthetic_inshop(work / "data", items=args.items, views=6, image_size=256,
-                                     progress=False)
-        figures = training_figures(args, info.root, work / "run", device)
-    figures.update(search_figures(args, device))
+        info = make_synthetic_inshop(work / "data", items=args.items, views=6, image_size=256, progress=False)
+        figures = training_figures(args, info.root, work / "run", device, profiler)
+    figures.update(search_figures(args, argv, device, profiler))
     results = {}
-    print(f"\n{'figure':<16}{'prodrec':>12}{'baseline':>12}{'ratio':>9}  unit")
-    for name, (value, baseline, unit) in figures.items():
-        ratio = baseline / value if unit == "s" else value / baseline
-        results[name] = {"value": value, "baseline": baseline, "ratio": ratio, "unit": unit}
-        print(f"{name:<16}{value:>12.2f}{baseline:>12.2f}{ratio:>8.2f}x  {unit}")
+    print(f"\n{'figure':<13}{'prodrec':>10}{'baseline':>10}{'ratio':>8}  {'target':<8}{'met':<5}unit")
+    for name, (value, baseline, unit, *reference) in figures.items():
+        if unit == "MiB":  # peak memory over the features' size
+            ratio = value / reference[0]
+        else:
+            ratio = baseline / value if unit == "s" else value / baseline
+        comparison, bound = TARGETS.get(name, ("", None))
+        met = None if bound is None else bool(ratio >= bound if comparison == ">=" else ratio <= bound)
+        results[name] = {"value": value, "baseline": baseline, "ratio": ratio, "unit": unit,
+                         "target": f"{comparison} {bound}" if bound else None, "met": met}
+        target = f"{comparison} {bound}" if bound else "-"
+        print(f"{name:<13}{value:>10.2f}{baseline:>10.2f}{ratio:>7.2f}x  {target:<8}"
+              f"{'-' if met is None else 'yes' if met else 'NO':<5}{unit}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")

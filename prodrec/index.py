@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Sequence, Union
 import numpy as np
 
 from prodrec.index_types import METRICS, check_index_type, faiss_message, new_faiss_index, search_knob
+from prodrec.rerank import rerank_gallery
 from prodrec.search import _import_faiss, _use_gpu, l2_normalize
 
 if TYPE_CHECKING:
@@ -29,7 +30,8 @@ class SearchResult:
     """Best gallery matches of each query, best first: ``scores`` float32 ``[Q, k]`` (``ip``: cosine
     similarity, larger is better; ``l2``: squared distance of unit vectors, smaller is better), ``ids`` int64,
     ``labels`` (str) and ``names`` (str or None) object arrays. Rows with fewer than k matches are padded
-    with id ``-1``, label and name None, and score ``-inf`` (``ip``) or ``inf`` (``l2``)."""
+    with id ``-1``, label and name None, and score ``-inf`` (``ip``) or ``inf`` (``l2``). Re-ranked results
+    score as :func:`prodrec.rerank.rerank_gallery` says."""
 
     scores: np.ndarray
     ids: np.ndarray
@@ -220,7 +222,8 @@ class GalleryIndex:
             if value is not None:
                 setattr(self, name, value)
 
-    def search(self, features: np.ndarray, k: int = 5, *, block_size: int = 4096, device: str = "auto") -> SearchResult:
+    def search(self, features: np.ndarray, k: int = 5, *, block_size: int = 4096, device: str = "auto",
+               rerank: Optional[str] = None, rerank_options: Optional[Dict[str, Any]] = None) -> SearchResult:
         """The ``k`` best gallery images of each query feature (L2-normalised here), in query blocks.
 
         Args:
@@ -228,15 +231,21 @@ class GalleryIndex:
             k: Matches per query (rows are padded when the gallery has fewer).
             block_size: Queries per faiss call: memory beyond the input and result is ``O(block_size * dim)``.
             device: ``"auto"`` (GPU for ``Flat`` when faiss is a GPU build and sees one), ``"cpu"``, ``"cuda"``.
+            rerank: ``None``, ``"qe"`` or ``"k-reciprocal"``: re-rank the best matches with neighbours found
+                in this index; see :func:`prodrec.rerank.rerank_gallery` for the scores and the index types.
+            rerank_options: ``top_k`` (candidates re-ranked, default ``max(k, 100)``) and the method's options.
         """
         k, block_size = _positive(k, "k"), _positive(block_size, "block_size")
         self._require_trained()
-        features, index = np.asarray(features), self._search_index(k, device)
-        scores = np.empty((len(features), k), dtype=np.float32)
-        ids = np.empty((len(features), k), dtype=np.int64)
-        for start in range(0, len(features), block_size):
-            block = slice(start, start + block_size)
-            index.search(self._check_features(features[block], "features"), k, D=scores[block], I=ids[block])
+        if rerank is not None and len(self):
+            scores, ids = rerank_gallery(self, features, k, method=rerank, device=device, **(rerank_options or {}))
+        else:
+            features, index = np.asarray(features), self._search_index(k, device)
+            scores = np.empty((len(features), k), dtype=np.float32)
+            ids = np.empty((len(features), k), dtype=np.int64)
+            for start in range(0, len(features), block_size):
+                block = slice(start, start + block_size)
+                index.search(self._check_features(features[block], "features"), k, D=scores[block], I=ids[block])
         found = ids >= 0
         scores[~found] = -np.inf if self.metric == "ip" else np.inf
         rows = np.searchsorted(self.ids, ids[found])

@@ -58,6 +58,8 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
     search.add_argument("--threshold", type=float, default=0.5, help="accept the top-1 at this score (default 0.5)")
     search.add_argument("--inshop-boxes", metavar="ROOT",
                         help="crop each image to its box in ROOT/Anno/list_bbox_inshop.txt (images under ROOT)")
+    search.add_argument("--rerank", choices=["qe", "k-reciprocal"],
+                        help="re-rank the matches: query expansion or k-reciprocal (scores change meaning)")
     search.add_argument("--device", default="auto")
     search.add_argument("--json", action="store_true", help="print the results as JSON")
     return {"index": _index, "search": _search}
@@ -158,7 +160,7 @@ def _search(args: argparse.Namespace) -> int:
 
     gallery = GalleryIndex.load(args.index)
     model = _load_model(args.checkpoint or os.path.join(args.index, MODEL_FILE), args.device)
-    recognizer = Recognizer(model, gallery, k=args.k, threshold=args.threshold)
+    recognizer = Recognizer(model, gallery, k=args.k, threshold=args.threshold, rerank=args.rerank)
     boxes = {}
     if args.inshop_boxes:
         known = read_inshop_boxes(args.inshop_boxes)

@@ -16,6 +16,7 @@ from prodrec.data.dataset import _raise_problems, _read_lines, as_rgb_array
 from prodrec.gallery import check_embedder
 from prodrec.index import GalleryIndex
 from prodrec.models import Embedder
+from prodrec.rerank import RERANK_METHODS
 
 __all__ = ["UNKNOWN", "Match", "Recognition", "Recognizer", "read_inshop_boxes"]
 
@@ -65,16 +66,22 @@ class Recognizer:
         threshold: Accept the top-1 label when its score is at least this (``metric="ip"``: a cosine
             similarity) or, for an ``l2`` gallery, at most this (a squared distance).
         batch_size: Regions embedded per forward pass.
+        rerank: ``None``, ``"qe"`` or ``"k-reciprocal"``: re-rank the gallery matches
+            (:meth:`GalleryIndex.search <prodrec.index.GalleryIndex.search>`). The threshold then applies to
+            the re-ranked score (k-reciprocal: 1 - the re-ranked distance), so tune it for that score.
     """
 
     def __init__(self, embedder: Embedder, index: GalleryIndex, *, k: int = 5, threshold: float = 0.5,
-                 batch_size: int = 64) -> None:
+                 batch_size: int = 64, rerank: Optional[str] = None) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
+        if rerank is not None and rerank not in RERANK_METHODS:
+            raise ValueError(f"rerank must be None or one of {sorted(RERANK_METHODS)}, got {rerank!r}")
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
             raise ValueError(f"threshold must be a finite number, got {threshold!r}")
         check_embedder(index, embedder)
         self.embedder, self.index, self.k, self.threshold, self.batch_size = embedder, index, k, threshold, batch_size
+        self.rerank = rerank
 
     def recognize(self, image: Any, boxes: Optional[Sequence[Sequence[float]]] = None) -> List[Recognition]:
         """One :class:`Recognition` per box, or one for the whole image when ``boxes`` is None or empty.
@@ -91,7 +98,7 @@ class Recognizer:
         regions = _check_boxes(boxes, width, height) if boxes is not None and len(boxes) else [(0, 0, width, height)]
         crops = [np.ascontiguousarray(pixels[y1:y2, x1:x2]) for x1, y1, x2, y2 in regions]
         features = self.embedder.embed(crops, batch_size=self.batch_size).numpy()
-        found = self.index.search(features, self.k)
+        found = self.index.search(features, self.k, rerank=self.rerank)
         results = []
         for row, box in enumerate(regions):
             matches = [Match(label, name, float(score), int(id_)) for label, name, score, id_

@@ -13,6 +13,7 @@ from prodrec.data.synthetic import make_synthetic_inshop  # noqa: E402
 from prodrec.index_cli import MODEL_FILE, add_commands  # noqa: E402
 from prodrec.models import Embedder  # noqa: E402
 from prodrec.recognizer import read_inshop_boxes  # noqa: E402
+from prodrec.rerank import RERANK_METHODS  # noqa: E402
 
 
 def run(argv, capsys):
@@ -60,6 +61,9 @@ def test_build_info_search_remove_add(shop, tmp_path, capsys):
                                  "score": own["score"], "id": 0}
     assert len(found[1]["regions"][0]["matches"]) == 3
     assert f"{image} [0, 0, 32, 32]: {label} (Product" in run(["search", "--index", gallery, image], capsys)
+    reranked = json.loads(run(["search", "--index", gallery, image, "--k", "3", "--rerank", "k-reciprocal", "--json"],
+                              capsys))[0]["regions"][0]
+    assert reranked["matches"][0]["id"] == 0 and reranked["matches"][1]["score"] != own["matches"][1]["score"]
 
     with pytest.raises(ValueError, match="HNSW32 index cannot remove"):
         run(["index", "remove", "--index", gallery, "--label", label], capsys)
@@ -71,6 +75,14 @@ def test_build_info_search_remove_add(shop, tmp_path, capsys):
     assert out == f"added {len(splits.query)} images (ids {len(splits.gallery)}..{count + removed - 1}); " \
                   f"the gallery holds {count}\n"
     assert json.loads(run(["index", "info", "--index", gallery, "--json"], capsys))["images"] == count
+
+
+def test_rerank_choices_are_the_rerank_methods():
+    parser = argparse.ArgumentParser(prog="prodrec")
+    add_commands(parser.add_subparsers(dest="command"))
+    search = parser._subparsers._group_actions[0].choices["search"]
+    (option,) = [action for action in search._actions if action.dest == "rerank"]
+    assert sorted(option.choices) == sorted(RERANK_METHODS)
 
 
 def test_search_crops_in_shop_boxes(shop, tmp_path, capsys):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from prodrec import metrics
-from prodrec.metrics import rank_by_similarity, retrieval_metrics
+from prodrec.metrics import rank_by_similarity, retrieval_metrics, similarity_metrics
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "paddleclas" / "retrieval.npz"
 
@@ -175,3 +175,67 @@ def test_bad_input(kwargs, match):
 def test_rank_by_similarity_bad_input(similarity, k, match):
     with pytest.raises(ValueError, match=match):
         rank_by_similarity(similarity, k)
+
+
+def full_ranking_metrics(similarity, query_labels, gallery_labels, ks, compute_map=True):
+    """The old way: sort every row (stable, so ties go by gallery index), then score the ranking."""
+    return retrieval_metrics(rank_by_similarity(similarity), query_labels, gallery_labels, ks=ks,
+                             compute_map=compute_map)
+
+
+@pytest.mark.parametrize("compute_map", [True, False])
+def test_similarity_metrics_equal_full_ranking_with_ties(compute_map):
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        num_queries, num_gallery = rng.integers(1, 25), rng.integers(5, 30)
+        similarity = rng.integers(0, 4, (num_queries, num_gallery)) / 3  # four values: ties everywhere
+        query_labels, gallery_labels = rng.integers(0, 7, num_queries), rng.integers(0, 5, num_gallery)
+        if not np.isin(query_labels, gallery_labels).any():
+            continue
+        got = similarity_metrics(similarity, query_labels, gallery_labels, ks=(1, 2, 5), compute_map=compute_map)
+        assert got == pytest.approx(full_ranking_metrics(similarity, query_labels, gallery_labels, (1, 2, 5),
+                                                         compute_map), abs=1e-12)
+
+
+def test_similarity_metrics_hand_worked_ties():
+    # q0 (label 0): scores 0.5 0.9 0.5 0.5 -> stable order 1 0 2 3; labels 1 0 0 1: matches at ranks 2, 3
+    # q1 (label 1): scores 0.7 0.7 0.7 0.7 -> order 0 1 2 3; labels 0 1 0 1: matches at ranks 2, 4
+    similarity = np.array([[0.5, 0.9, 0.5, 0.5], [0.7, 0.7, 0.7, 0.7]])
+    result = similarity_metrics(similarity, [0, 1], [0, 1, 0, 1], ks=(1, 2))
+    average_precisions = [(1 / 2 + 2 / 3) / 2, (1 / 2 + 2 / 4) / 2]
+    assert result == pytest.approx({"recall@1": 0.0, "recall@2": 1.0, "mAP": np.mean(average_precisions),
+                                    "num_queries": 2, "num_queries_without_match": 0}, abs=1e-15)
+    assert similarity_metrics(similarity, [0, 1], [0, 1, 0, 1], ks=(9,))["recall@9"] == 1.0  # K past the gallery
+
+
+def test_similarity_metrics_match_paddleclas(reference):
+    result = similarity_metrics(reference["sim"], reference["query_label"], reference["gallery_label"], ks=(1, 5, 10))
+    assert_matches_paddleclas(result, reference["metrics_full_nomask"])
+    assert result == full_ranking_metrics(reference["sim"], reference["query_label"], reference["gallery_label"],
+                                          (1, 5, 10))
+
+
+def test_missing_results_count_as_misses():
+    # q0 (label 0): labels 1 0 -> match at rank 2, AP@3 = (1/2) / 2; q1 (label 1): one result, a match: 1 / 2
+    ranked = np.array([[1, 0, -1], [4, -1, -1], [0, 1, 2]])
+    result = retrieval_metrics(ranked, QUERY_LABELS, GALLERY_LABELS, ks=(1, 3), missing_ok=True)
+    assert result == pytest.approx({"recall@1": 0.5, "recall@3": 1.0, "mAP@3": (1 / 4 + 1 / 2) / 2,
+                                    "num_queries": 3, "num_queries_without_match": 1}, abs=1e-15)
+    with pytest.raises(ValueError, match="missing_ok=True"):
+        retrieval_metrics(ranked, QUERY_LABELS, GALLERY_LABELS, ks=(1,))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"similarity": np.zeros((3, 4))}, r"expected \(2, 5\)"),
+        ({"similarity": np.zeros((2, 5), dtype=int)}, "float array"),
+        ({"similarity": np.full((2, 5), np.nan)}, "NaN"),
+        ({"ks": (0,)}, "positive integers"),
+        ({"query_labels": [7, 8]}, "None of the 2 queries"),
+    ],
+)
+def test_similarity_metrics_bad_input(kwargs, match):
+    arguments = {"similarity": np.zeros((2, 5)), "query_labels": [0, 1], "gallery_labels": GALLERY_LABELS, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        similarity_metrics(**arguments)

@@ -104,6 +104,20 @@ def test_recognizer_refuses_another_model(shop):
         Recognizer(shop[0], gallery, threshold=float("inf"))
 
 
+def test_reranking_reorders_the_matches_as_the_gallery_search_does(shop):
+    model, gallery, paths = shop
+    features = model.embed([picture(1)]).numpy()
+    for method in ("qe", "k-reciprocal"):
+        (result,) = Recognizer(model, gallery, k=3, rerank=method).recognize(paths[1])
+        expected = gallery.search(features, 3, rerank=method)
+        assert [m.id for m in result.matches] == expected.ids[0].tolist() and result.matches[0].label == "sku1"
+        assert [m.score for m in result.matches] == pytest.approx(expected.scores[0].tolist(), abs=1e-5)
+    plain = gallery.search(features, 3)
+    assert not np.allclose(expected.scores, plain.scores)  # k-reciprocal scores are not cosines
+    with pytest.raises(ValueError, match="rerank must be None or one of \\['k-reciprocal', 'qe'\\]"):
+        Recognizer(model, gallery, rerank="knn")
+
+
 def test_read_inshop_boxes_of_a_synthetic_set(tmp_path):
     root = make_synthetic_inshop(tmp_path / "s", items=4, views=2, image_size=32, progress=False).root
     boxes = read_inshop_boxes(root)

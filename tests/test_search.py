@@ -88,6 +88,37 @@ def test_duplicate_gallery_rows(metric):
     np.testing.assert_array_equal(np.sort(indices % 20, axis=1), np.stack([best, best], axis=1))
 
 
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+@pytest.mark.parametrize("gallery_block_size", [1, 7, 16])
+def test_gallery_blocks_merge_to_the_brute_force_top_k(metric, gallery_block_size):
+    rng = np.random.default_rng(2)
+    distinct = rng.standard_normal((20, 8)).astype(np.float32)
+    gallery = np.concatenate([distinct, distinct[::-1], distinct[:5]])  # ties across different blocks
+    queries = rng.standard_normal((11, 8)).astype(np.float32)
+    for k in (1, 5, 9, len(gallery)):
+        scores, indices = knn_search(queries, gallery, k, metric=metric, gallery_block_size=gallery_block_size,
+                                     block_size=4)
+        assert_same_neighbours(queries, gallery, k, metric, scores, indices, ties_everywhere=True)
+
+
+def test_memory_mapped_float16_gallery(tmp_path, data):
+    queries, gallery = data
+    stored = np.lib.format.open_memmap(tmp_path / "gallery.npy", mode="w+", dtype=np.float16, shape=gallery.shape)
+    stored[:] = gallery
+    stored.flush()
+    mapped = np.load(tmp_path / "gallery.npy", mmap_mode="r")
+    scores, indices = knn_search(queries, mapped, 6, gallery_block_size=16)
+    assert_same_neighbours(queries, mapped.astype(np.float32), 6, "ip", scores, indices)
+
+
+def test_non_finite_row_is_named_by_its_gallery_index(data):
+    queries, gallery = data
+    gallery = gallery.copy()
+    gallery[45, 3] = np.nan
+    with pytest.raises(ValueError, match=r"gallery has NaN .* 1 rows, first \[45\]"):
+        knn_search(queries, gallery, 3, gallery_block_size=20)
+
+
 def test_num_threads_is_restored(data):
     before = faiss.omp_get_max_threads()
     knn_search(*data, 3, num_threads=1)
@@ -123,6 +154,7 @@ def test_l2_normalize():
         (np.ones((2, 4)), np.ones((3, 4)), 1, {"metric": "cosine"}, "metric must be one of"),
         (np.ones((2, 4)), np.ones((3, 4)), 1, {"device": "gpu"}, "device must be one of"),
         (np.ones((2, 4)), np.ones((3, 4)), 1, {"block_size": 0}, "block_size must be a positive"),
+        (np.ones((2, 4)), np.ones((3, 4)), 1, {"gallery_block_size": 0}, "gallery_block_size must be a positive"),
         (np.ones((2, 4)), np.ones((3, 4)), 1, {"num_threads": 0}, "num_threads must be None"),
     ],
 )
