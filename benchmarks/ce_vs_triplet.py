@@ -40,6 +40,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from prodrec.cli import LOSS_CHOICES, train_overrides
+from prodrec.cli import build_parser as prodrec_parser
 from prodrec.config import Config, load_config
 from prodrec.data import DATASET_READERS, RetrievalSplits, make_synthetic_inshop, read_splits
 from prodrec.losses import build_loss
@@ -90,13 +91,17 @@ def variants(also: List[str]) -> Dict[str, Dict[str, Any]]:
 
 
 def run_config(args: argparse.Namespace, spec: Dict[str, Any], seed: int, output: Path, data_root: Path) -> Config:
-    flags = argparse.Namespace(
-        data_root=str(data_root), dataset=args.dataset, output=str(output), epochs=args.epochs,
-        image_size=args.image_size, batch_size=None, instances=None, seed=seed, device=args.device,
-        backbone=args.backbone, loss=spec.get("loss"), head=spec.get("head"),
-        overrides=[*([] if args.full else QUICK_OVERRIDES), f"Metric.Eval=[{{Recallk: {{topk: {KS}}}}}, {{mAP: {{}}}}]",
-                   "Global.eval_interval=1", f"Global.save_interval={args.epochs}", *spec.get("overrides", [])],
-    )
+    overrides = [*([] if args.full else QUICK_OVERRIDES), f"Metric.Eval=[{{Recallk: {{topk: {KS}}}}}, {{mAP: {{}}}}]",
+                 "Global.eval_interval=1", f"Global.save_interval={args.epochs}", *spec.get("overrides", [])]
+    argv = ["train", "--data-root", str(data_root), "--output", str(output), "--epochs", str(args.epochs),
+            "--image-size", str(args.image_size), "--seed", str(seed), "--device", args.device,
+            "--backbone", args.backbone]
+    for flag, value in (("--dataset", args.dataset), ("--loss", spec.get("loss")), ("--head", spec.get("head"))):
+        if value is not None:
+            argv += [flag, value]
+    for override in overrides:
+        argv += ["--set", override]
+    flags = prodrec_parser().parse_args(argv)  # the real `prodrec train` flags, so new ones get their defaults
     return load_config(BASE_CONFIG, overrides=train_overrides(flags))
 
 

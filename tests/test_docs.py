@@ -61,6 +61,9 @@ def test_command_lines_parse(page):
     parser = build_parser()
     commands = [part.strip() for body, _ in blocks(page, "bash") for line in body.replace("\\\n", " ").splitlines()
                 for part in line.split("#")[0].split("&&")]
+    # `torchrun ... -m prodrec ARGS` runs the same command line as `prodrec ARGS`.
+    commands = ["prodrec" + c.split(" -m prodrec", 1)[1] if c.startswith("torchrun ") and " -m prodrec" in c else c
+                for c in commands]
     prodrec_commands = [c for c in commands if c.startswith("prodrec ")]
     for command in prodrec_commands:
         try:
