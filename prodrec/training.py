@@ -183,6 +183,9 @@ def _train(config: Config, data: RetrievalSplits, output_dir: Path, resume: Resu
     if chosen is not None:
         used, payload, fallback = chosen
         run.restore(payload, used)
+        if run.epoch > g.epochs or (run.epoch == g.epochs and run.batch > 0):
+            raise ValueError(f"{used} is at epoch {run.epoch + 1} (batch {run.batch}), past Global.epochs={g.epochs}; "
+                             f"set Global.epochs (--epochs) to at least {run.epoch + 1} to continue this run")
         if ctx.is_main:
             lost = max(_last_logged_step(output_dir / "log.jsonl") - run.step, 0)
             run.log({"event": "resume", "checkpoint": str(used), "epoch": run.epoch + 1, "batch": run.batch,

@@ -7,7 +7,7 @@ from prodrec.evaluation import evaluate, evaluate_embeddings, extract_embeddings
 from prodrec.feature_store import open_features
 from prodrec.metrics import rank_by_similarity, retrieval_metrics
 from prodrec.models import Embedder
-from prodrec.search import knn_search, l2_normalize
+from prodrec.search import l2_normalize
 
 
 def brute_force_metrics(q, ql, g, gl, ks):

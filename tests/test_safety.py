@@ -87,7 +87,10 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tiny_inshop, tmp_path):
     assert "SIGTERM" in err and "--resume" in err
     saved = torch.load(output / "checkpoints" / "last.pt", weights_only=True)
     assert saved["step"] >= 1 and f"at step {saved['step']} (epoch {saved['epoch'] + 1}, batch {saved['batch']})" in err
-    result = train_metric(tiny_config(tiny_inshop, output, "Global.epochs=1"), resume=True, progress=False)
-    assert result.summary["epochs"] == 1 and (output / "summary.json").is_file()
+    with pytest.raises(ValueError, match=f"past Global.epochs=0; set Global.epochs .* to at least {saved['epoch'] + 1}"):
+        train_metric(tiny_config(tiny_inshop, output, "Global.epochs=0"), resume=True, progress=False)
+    epochs = saved["epoch"] + 1  # the signal may land in any epoch on a fast machine
+    result = train_metric(tiny_config(tiny_inshop, output, f"Global.epochs={epochs}"), resume=True, progress=False)
+    assert result.summary["epochs"] == epochs and (output / "summary.json").is_file()
     resumed = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines() if '"resume"' in line]
     assert [(r["step"], r["batch"]) for r in resumed] == [(saved["step"], saved["batch"])]
