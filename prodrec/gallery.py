@@ -3,16 +3,18 @@
 A gallery listing is an :class:`~prodrec.data.ImageList`, a ``root/<label>/<image>`` folder, a sequence of
 ``(path, label)`` / ``(path, label, product name)`` tuples, or a list file read by :func:`read_gallery_list`.
 The index remembers which model embedded it (:func:`embedder_info`) and refuses images or queries embedded
-by another one, whose features would not be comparable.
+by another one, whose features would not be comparable. An exported model
+(:class:`~prodrec.export.ExportedEmbedder`) carries its source model's record, so it may stand in for it.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from prodrec.data.dataset import ImageList, _raise_problems, _read_lines
 from prodrec.data.lists import read_image_folder
@@ -20,8 +22,13 @@ from prodrec.evaluation import extract_embeddings
 from prodrec.index import GalleryIndex
 from prodrec.models import Embedder
 
-__all__ = ["GalleryImages", "read_gallery_list", "embedder_info", "check_embedder", "add_images", "build_gallery"]
+if TYPE_CHECKING:
+    from prodrec.export import ExportedEmbedder
 
+__all__ = ["AnyEmbedder", "GalleryImages", "read_gallery_list", "embedder_info", "check_embedder", "add_images", "build_gallery"]
+
+AnyEmbedder = Union[Embedder, "ExportedEmbedder"]
+"""An :class:`~prodrec.models.Embedder` or an :class:`~prodrec.export.ExportedEmbedder`."""
 GalleryImages = Union[ImageList, str, os.PathLike, Sequence[Tuple[str, ...]]]
 """An ImageList, a ``root/<label>/<image>`` folder, or ``(path, label[, product name])`` tuples."""
 
@@ -65,8 +72,16 @@ def read_gallery_list(list_path: Union[str, os.PathLike], *, image_root: Union[s
     return items
 
 
-def embedder_info(embedder: Embedder) -> Dict[str, Any]:
-    """What identifies the features a model makes: backbone, embedding size, preprocessing, weights hash."""
+def embedder_info(embedder: AnyEmbedder) -> Dict[str, Any]:
+    """What identifies the features a model makes: backbone, embedding size, preprocessing, weights hash.
+
+    An exported model gives the record of the model it was exported from.
+    """
+    if not isinstance(embedder, Embedder):
+        info = getattr(embedder, "embedder_info", None)
+        if not isinstance(info, dict):
+            raise TypeError(f"expected an Embedder or an ExportedEmbedder, got {type(embedder).__name__}")
+        return info
     digest = hashlib.sha256()
     for key, tensor in sorted(embedder.state_dict().items()):
         digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
@@ -75,7 +90,7 @@ def embedder_info(embedder: Embedder) -> Dict[str, Any]:
             "preprocessing": embedder.preprocessing, "weights_sha256": digest.hexdigest()}
 
 
-def check_embedder(gallery: GalleryIndex, embedder: Embedder) -> Dict[str, Any]:
+def check_embedder(gallery: GalleryIndex, embedder: AnyEmbedder) -> Dict[str, Any]:
     """``embedder_info(embedder)`` after checking that ``embedder`` made (or may make) the gallery's features.
 
     Raises:
@@ -94,7 +109,7 @@ def check_embedder(gallery: GalleryIndex, embedder: Embedder) -> Dict[str, Any]:
     return info
 
 
-def add_images(gallery: GalleryIndex, embedder: Embedder, images: GalleryImages, *, batch_size: int = 64,
+def add_images(gallery: GalleryIndex, embedder: AnyEmbedder, images: GalleryImages, *, batch_size: int = 64,
                num_workers: int = 0, progress: bool = True) -> np.ndarray:
     """Embed gallery images with ``embedder`` (checked by :func:`check_embedder`; on its device) and add
     them; returns their ids."""
@@ -106,19 +121,19 @@ def add_images(gallery: GalleryIndex, embedder: Embedder, images: GalleryImages,
     return ids
 
 
-def build_gallery(embedder: Embedder, images: GalleryImages, *, index_type: str = "Flat", metric: str = "ip",
+def build_gallery(embedder: AnyEmbedder, images: GalleryImages, *, index_type: str = "Flat", metric: str = "ip",
                   keep_features: bool = True, batch_size: int = 64, num_workers: int = 0,
                   progress: bool = True) -> GalleryIndex:
     """A new gallery of ``images`` embedded by ``embedder`` (on its device); IVF types are trained on them.
 
     Args:
-        embedder: The model whose features the gallery holds (queries must use the same one).
+        embedder: The model whose features the gallery holds (queries must use the same one), or its export.
         images: :data:`GalleryImages`.
         index_type: See :class:`~prodrec.index.GalleryIndex`.
         metric: ``"ip"`` (cosine) or ``"l2"``.
         keep_features: Keep the features for :meth:`~prodrec.index.GalleryIndex.rebuild`.
         batch_size: Images per forward pass.
-        num_workers: DataLoader workers that decode images.
+        num_workers: DataLoader workers that decode images (an exported model decodes in this process).
         progress: Show a progress bar.
     """
     gallery = GalleryIndex(embedder.embedding_size, index_type=index_type, metric=metric,
@@ -131,10 +146,18 @@ def build_gallery(embedder: Embedder, images: GalleryImages, *, index_type: str 
     return gallery
 
 
-def _embed(embedder: Embedder, images: GalleryImages, **options: Any) -> Tuple[np.ndarray, Dict[str, list]]:
+def _embed(embedder: AnyEmbedder, images: GalleryImages, *, batch_size: int, num_workers: int,
+           progress: bool) -> Tuple[np.ndarray, Dict[str, list]]:
     """Features of the images and the ``labels``, ``names``, ``paths`` keywords of :meth:`GalleryIndex.add`."""
     listing, names = _listing(images)
-    features = extract_embeddings(embedder, listing, desc="embed gallery", **options)
+    if isinstance(embedder, Embedder):
+        features = extract_embeddings(embedder, listing, desc="embed gallery", batch_size=batch_size,
+                                      num_workers=num_workers, progress=progress)
+    else:
+        paths = list(listing.paths)
+        features = np.concatenate([embedder.embed(paths[start:start + batch_size], batch_size=batch_size).numpy()
+                                   for start in tqdm(range(0, len(paths), batch_size), desc="embed gallery",
+                                                     unit="batch", disable=not progress)])
     labels = [listing.classes[i] for i in listing.labels]
     return features, {"labels": labels, "names": names, "paths": list(listing.paths)}
 

@@ -36,7 +36,7 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
 
     add = actions.add_parser("add", help="embed more images and add them to a gallery")
     add.add_argument("--index", required=True, help="gallery folder")
-    add.add_argument("--checkpoint", help=f"model (default: the gallery's {MODEL_FILE})")
+    add.add_argument("--checkpoint", help=f"model or its export (default: the gallery's {MODEL_FILE})")
     _add_image_args(add)
 
     remove = actions.add_parser("remove", help="remove images by id or all images of products")
@@ -53,7 +53,7 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
     search = commands.add_parser("search", help="recognise the products in images with a gallery")
     search.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     search.add_argument("--index", required=True, help="gallery folder (from prodrec index build)")
-    search.add_argument("--checkpoint", help=f"model (default: the gallery's {MODEL_FILE})")
+    search.add_argument("--checkpoint", help=f"model or its export (default: the gallery's {MODEL_FILE})")
     search.add_argument("--k", type=int, default=5, help="gallery matches per region (default 5)")
     search.add_argument("--threshold", type=float, default=0.5, help="accept the top-1 at this score (default 0.5)")
     search.add_argument("--inshop-boxes", metavar="ROOT",
@@ -80,11 +80,15 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _load_model(path: str, device: str):
+    """An Embedder from a checkpoint or saved model, or an ExportedEmbedder when its export JSON lies beside it."""
+    from prodrec.export import ExportedEmbedder, metadata_path
     from prodrec.models import Embedder
     from prodrec.training import resolve_device
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {path} not found; pass --checkpoint with the gallery's model")
+    if metadata_path(path).is_file():
+        return ExportedEmbedder(path, device=resolve_device(device).type)
     return Embedder.load(path).to(resolve_device(device))
 
 
@@ -100,6 +104,9 @@ def _build(args: argparse.Namespace) -> int:
     from prodrec.gallery import build_gallery
 
     model = _load_model(args.checkpoint, args.device)
+    if not hasattr(model, "save"):
+        raise ValueError(f"{args.checkpoint} is an exported model, but the gallery folder keeps the PyTorch model "
+                         f"({MODEL_FILE}); build with best.pt or a saved Embedder, then add and search with either")
     gallery = build_gallery(model, _images(args), index_type=args.type, metric=args.metric,
                             keep_features=not args.no_features, batch_size=args.batch_size, progress=not args.quiet)
     if args.nprobe is not None:

@@ -13,9 +13,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from prodrec.data.dataset import _raise_problems, _read_lines, as_rgb_array
-from prodrec.gallery import check_embedder
+from prodrec.gallery import AnyEmbedder, check_embedder
 from prodrec.index import GalleryIndex
-from prodrec.models import Embedder
 from prodrec.rerank import RERANK_METHODS
 
 __all__ = ["UNKNOWN", "Match", "Recognition", "Recognizer", "read_inshop_boxes"]
@@ -60,7 +59,8 @@ class Recognizer:
     """Product recognition with a gallery: ``Recognizer(embedder, gallery).recognize("shelf.jpg", boxes)``.
 
     Args:
-        embedder: The model the gallery was built with (checked against the gallery's record).
+        embedder: The model the gallery was built with (checked against the gallery's record), or its export
+            (:class:`~prodrec.export.ExportedEmbedder`, e.g. ONNX on onnxruntime).
         index: The gallery.
         k: Gallery matches reported per region.
         threshold: Accept the top-1 label when its score is at least this (``metric="ip"``: a cosine
@@ -71,7 +71,7 @@ class Recognizer:
             the re-ranked score (k-reciprocal: 1 - the re-ranked distance), so tune it for that score.
     """
 
-    def __init__(self, embedder: Embedder, index: GalleryIndex, *, k: int = 5, threshold: float = 0.5,
+    def __init__(self, embedder: AnyEmbedder, index: GalleryIndex, *, k: int = 5, threshold: float = 0.5,
                  batch_size: int = 64, rerank: Optional[str] = None) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")

@@ -13,8 +13,9 @@ from prodrec.data import read_inshop  # noqa: E402
 from prodrec.data.dataset import load_image  # noqa: E402
 from prodrec.export import ExportedEmbedder, export_embedder, metadata_path  # noqa: E402
 from prodrec.gallery import build_gallery  # noqa: E402
-from prodrec.index import GalleryIndex  # noqa: E402
 from prodrec.models import Embedder  # noqa: E402
+from prodrec.recognizer import Recognizer  # noqa: E402
+from prodrec.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::FutureWarning",
                                         "ignore::DeprecationWarning")
@@ -92,13 +93,36 @@ def test_gallery_search_from_the_exported_model_equals_pytorch(model, exported, 
     np.testing.assert_array_equal(found.ids, expected.ids)
     np.testing.assert_allclose(found.scores, expected.scores, atol=1e-4)
 
-    labels = [splits.gallery.classes[i] for i in splits.gallery.labels]
-    exported_gallery = GalleryIndex(runner.embedding_size)
-    exported_gallery.add(runner.embed(list(splits.gallery.paths)).numpy(), labels)
+    exported_gallery = build_gallery(runner, splits.gallery, batch_size=3, progress=False)
+    assert exported_gallery.embedder_info == reference.embedder_info
     from_exported = exported_gallery.search(runner.embed(list(splits.query.paths)).numpy(), k=5)
     np.testing.assert_array_equal(from_exported.ids, expected.ids)
     np.testing.assert_array_equal(from_exported.labels, expected.labels)
-    assert runner.embedder_info == reference.embedder_info
+
+    query = splits.query.paths[0]
+    by_model, by_export = Recognizer(model, reference).recognize(query), Recognizer(runner, reference).recognize(query)
+    assert [m.id for m in by_export[0].matches] == [m.id for m in by_model[0].matches]
+    assert by_export[0].score == pytest.approx(by_model[0].score, abs=1e-4)
+
+
+def test_cli_searches_with_the_exported_model_and_builds_only_with_the_pytorch_one(model, exported, tiny_inshop,
+                                                                                  tmp_path, capsys):
+    splits = read_inshop(tiny_inshop)
+    listing = tmp_path / "gallery.txt"
+    listing.write_text("".join(f"{path} {splits.gallery.classes[label]}\n"
+                               for path, label in zip(splits.gallery.paths, splits.gallery.labels)))
+    model_file = model.save(tmp_path / "model.pt")
+    build = ["index", "build", "--list", str(listing), "--quiet", "--checkpoint"]
+    assert main([*build, str(model_file), "--output", str(tmp_path / "gallery")]) == 0
+    ids = []
+    for checkpoint in (model_file, exported):
+        capsys.readouterr()
+        assert main(["search", "--index", str(tmp_path / "gallery"), "--checkpoint", str(checkpoint), "--json",
+                     str(splits.query.paths[0])]) == 0
+        ids.append([match["id"] for match in json.loads(capsys.readouterr().out)[0]["regions"][0]["matches"]])
+    assert ids[0] == ids[1] and len(ids[0]) == 5
+    assert main([*build, str(exported), "--output", str(tmp_path / "other")]) == 1
+    assert "is an exported model, but the gallery folder keeps the PyTorch model" in capsys.readouterr().err
 
 
 def test_a_failed_check_raises_and_writes_nothing(model, tmp_path, monkeypatch):
