@@ -27,7 +27,8 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
                                                       "and Recall@1 per category")
     visualize.add_argument("--checkpoint", required=True, help="best.pt, last.pt or a saved Embedder")
     visualize.add_argument("--data-root", required=True, help="data folder (In-shop layout by default)")
-    visualize.add_argument("--dataset", choices=["inshop", "list", "folder"], help="layout of --data-root")
+    visualize.add_argument("--dataset", choices=["inshop", "list", "folder", "aliproducts"],
+                           help="layout of --data-root")
     visualize.add_argument("--output", required=True, help="folder for the PNG pages and the category table")
     visualize.add_argument("--k", type=int, default=5, help="gallery images per query (default 5)")
     visualize.add_argument("--queries", type=int, default=32, help="queries drawn, the worst ones (default 32)")

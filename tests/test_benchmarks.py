@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -92,3 +93,29 @@ def test_throughput_reports_every_figure_beside_its_baseline(tmp_path):
             assert figure["ratio"] == pytest.approx(faster, rel=1e-2, abs=1e-3)
         assert figure["met"] in (None, True, False)
         assert any(line.startswith(name) for line in stdout.splitlines())
+
+
+def test_recognition_outcome_shares_on_a_hand_worked_case():
+    recognition = load_script("recognition.py")
+    known = np.array([True, True, True, False, False])
+    right_label = np.array([True, False, True, False, True])
+    scores = np.array([0.9, 0.8, 0.4, 0.7, 0.2])
+    shares = recognition.outcome_shares(known, right_label, scores, 0.5)
+    assert shares["known_right"] == pytest.approx(100 / 3) and shares["known_wrong"] == pytest.approx(100 / 3)
+    assert shares["known_rejected"] == pytest.approx(100 / 3) and shares["unknown_accepted"] == 50.0
+    assert shares["accuracy"] == pytest.approx(40.0)  # query 0 accepted right, query 4 rejected as unknown
+
+
+def test_recognition_trains_builds_a_partial_gallery_and_sweeps_thresholds(tmp_path):
+    stdout = run_script("recognition.py", "--items", 16, "--views", 3, "--image-size", 32, "--epochs", 1,
+                        "--batch-size", 8, "--known", 0.5, "--output", tmp_path / "rec", cwd=tmp_path)
+    results = json.loads((tmp_path / "rec" / "results.json").read_text())
+    assert results["known_products"] == results["unknown_products"] == 4  # 8 test products
+    assert results["known_queries"] > 0 and results["unknown_queries"] > 0 and results["regions"] == "boxes"
+    assert [row["threshold"] for row in results["thresholds"]] == [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98]
+    assert results["best"]["accuracy"] >= max(row["accuracy"] for row in results["thresholds"])
+    for row in results["thresholds"]:
+        assert row["known_right"] + row["known_wrong"] + row["known_rejected"] == pytest.approx(100.0)
+    accepted = [row["unknown_accepted"] for row in results["thresholds"]]
+    assert accepted == sorted(accepted, reverse=True)
+    assert "| 0.50 (default) |" in stdout and (tmp_path / "rec" / "results.md").read_text() in stdout

@@ -95,7 +95,9 @@ def test_dataset_choices_match_the_registered_readers_and_the_config_schema():
     from prodrec.config import DataLoaderConfig
     from prodrec.data import DATASET_READERS
 
-    train = next(a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions
-                 if a.dest == "dataset")
+    commands = build_parser()._subparsers._group_actions[0].choices
     schema = typing.get_args(typing.get_type_hints(DataLoaderConfig)["dataset"])
-    assert sorted(train.choices) == sorted(schema) == sorted(DATASET_READERS)
+    assert sorted(schema) == sorted(DATASET_READERS)
+    for name in ("train", "eval", "visualize"):
+        dataset = next(a for a in commands[name]._actions if a.dest == "dataset")
+        assert sorted(dataset.choices) == sorted(DATASET_READERS), name

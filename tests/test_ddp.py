@@ -1,12 +1,10 @@
 """prodrec.ddp on 2 CPU processes (gloo over loopback), checked against one process on the full batch."""
 import os
-import socket
 from datetime import timedelta
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -22,7 +20,6 @@ HEADS = ("ArcMargin", "FC")
 # The tolerance leaves a wide margin yet catches any missing, halved or doubled term.
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)
 APPROX = dict(rel=TOLERANCE["rtol"], abs=TOLERANCE["atol"])
-LAUNCH_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def toy(head: str, *, init_seed: int = 0):
@@ -65,24 +62,10 @@ def worker(rank: int, port: int, folder) -> None:
         torch.save(train_steps(ctx), folder / f"rank{rank}.pt")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
+def ranks(tmp_path_factory, spawn_ranks):
     """What each of 2 spawned gloo processes computed."""
-    folder = tmp_path_factory.mktemp("ranks")
-    mp.start_processes(worker, args=(free_port(), folder), nprocs=WORLD, join=True, start_method="spawn")
-    return [torch.load(folder / f"rank{rank}.pt", weights_only=False) for rank in range(WORLD)]
-
-
-@pytest.fixture
-def no_launch(monkeypatch):
-    for key in LAUNCH_KEYS:
-        monkeypatch.delenv(key, raising=False)
+    return spawn_ranks(worker, tmp_path_factory.mktemp("ranks"), WORLD)
 
 
 def single_process(head: str, images: torch.Tensor, labels: torch.Tensor) -> dict:

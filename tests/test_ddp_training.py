@@ -1,7 +1,6 @@
 """``torchrun -m prodrec train`` on 2 CPU processes (gloo over loopback) against 1 process with the same global batch
 (``Global.accumulate_steps=2``), and resuming a 2-process checkpoint on 1 process."""
 import json
-import os
 from contextlib import contextmanager
 import shutil
 import subprocess
@@ -21,8 +20,6 @@ from prodrec.models import Embedder
 from prodrec.trainer import build_model
 from prodrec.training import train_metric
 
-REPO = Path(__file__).resolve().parents[1]
-LAUNCH_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 # 8 train items x 6 views = 48 images = 6 batches of 8 per epoch: 3 steps of 2 x 8 images; 24 queries.
 SETTINGS = ["Arch.Backbone.name=test_resnet", "Global.image_size=32", "DataLoader.batch_size=8",
             "DataLoader.num_workers=0", "Global.print_batch_step=1", "Global.epochs=2", "Global.checkpoint_steps=1",
@@ -44,11 +41,10 @@ def products(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def two_processes(products, tmp_path_factory):
+def two_processes(products, tmp_path_factory, torchrun_env):
     """The run folder of ``torchrun --nproc_per_node=2 -m prodrec train`` and its output."""
     output = tmp_path_factory.mktemp("ddp") / "run"
-    env = {key: value for key, value in os.environ.items() if key not in LAUNCH_KEYS}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
+    env = {**torchrun_env, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "prodrec",
                "train", "inshop_ce_triplet", "--data-root", str(products), "--output", str(output), "--quiet",
                *[arg for setting in SETTINGS for arg in ("--set", setting)]]

@@ -1,24 +1,19 @@
 """prodrec.distributed on 2 CPU processes (gloo over loopback): launch environment, context, collectives."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from prodrec.distributed import LaunchEnv, init_distributed, read_launch_env
 
 WORLD = 2
-REPO = Path(__file__).resolve().parents[1]
-LAUNCH_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 class _Done(Exception):
@@ -70,24 +65,10 @@ def worker(rank: int, port: int, folder) -> None:
     torch.save(results, folder / f"rank{rank}.pt")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
+def ranks(tmp_path_factory, spawn_ranks):
     """What each of 2 spawned gloo processes computed."""
-    folder = tmp_path_factory.mktemp("ranks")
-    mp.start_processes(worker, args=(free_port(), folder), nprocs=WORLD, join=True, start_method="spawn")
-    return [torch.load(folder / f"rank{rank}.pt", weights_only=False) for rank in range(WORLD)]
-
-
-@pytest.fixture
-def no_launch(monkeypatch):
-    for key in LAUNCH_KEYS:
-        monkeypatch.delenv(key, raising=False)
+    return spawn_ranks(worker, tmp_path_factory.mktemp("ranks"), WORLD)
 
 
 def test_context_and_cleanup_on_error(ranks):
@@ -164,7 +145,7 @@ def test_gpu_device_without_gpu_is_an_error(no_launch):
             pass
 
 
-def test_torchrun_launch(tmp_path):
+def test_torchrun_launch(tmp_path, torchrun_env):
     """``python -m torch.distributed.run --nproc_per_node=2 -m MODULE`` reaches init_distributed in both ranks."""
     (tmp_path / "ddp_probe.py").write_text(
         "import json, sys\n"
@@ -175,8 +156,7 @@ def test_torchrun_launch(tmp_path):
         "    rows = ctx.gather_rows(np.full((ctx.rank + 1, 2), ctx.rank, dtype=np.float32), dst=None)\n"
         "    Path(sys.argv[1], f'rank{ctx.rank}.json').write_text(json.dumps(\n"
         "        {'world': ctx.world_size, 'backend': ctx.backend, 'rows': rows.tolist()}))\n")
-    env = {key: value for key, value in os.environ.items() if key not in LAUNCH_KEYS}
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO), env.get("PYTHONPATH", "")])
+    env = {**torchrun_env, "PYTHONPATH": os.pathsep.join([str(tmp_path), torchrun_env["PYTHONPATH"]])}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
                "-m", "ddp_probe", str(tmp_path)]
     launched = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
