@@ -70,8 +70,10 @@ def load_model(args: argparse.Namespace, root: Path, output: Path) -> tuple:
                                  f"here for {args.epochs} epoch(s) (Recall@1 {100 * result.metrics['recall@1']:.1f})")
 
 
-def outcome_shares(known: np.ndarray, right_label: np.ndarray, scores: np.ndarray, threshold: float) -> Dict[str, float]:
-    """Shares (percent) of the outcomes at ``threshold``, from each query's top-1 score and whether its label is right."""
+def outcome_shares(known: np.ndarray, right_label: np.ndarray, scores: np.ndarray,
+                   threshold: float) -> Dict[str, float]:
+    """Shares (percent) of the outcomes at ``threshold``, from each query's top-1 score and whether its label
+    is right."""
     accepted = scores >= threshold
     unknown = ~known
     shares = {"known_right": accepted & known & right_label, "known_wrong": accepted & known & ~right_label,

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence
 
 from prodrec import __version__
 from prodrec.index_cli import add_commands as add_index_commands
+from prodrec.paddle_cli import add_commands as add_paddle_commands
 from prodrec.results_cli import add_commands as add_results_commands
 
 __all__ = ["main", "build_parser", "train_overrides"]
@@ -106,19 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--image-size", type=int, default=96)
     synthetic.add_argument("--seed", type=int, default=0)
 
-    convert = commands.add_parser("convert-paddle", help="PaddleClas ResNet50_vd .pdparams -> a prodrec model file")
-    convert.add_argument("input", metavar="IN.pdparams", help="RecModel or ImageNet ResNet50_vd weights")
-    convert.add_argument("output", metavar="OUT.pt", help="where to write the Embedder (load with Embedder.load)")
-
-    export = commands.add_parser("export-config", help="write the prodrec config a PaddleClas config translates to")
-    export.add_argument("config", metavar="PPCLS.yaml", help="a PaddleClas config")
-    export.add_argument("--output", metavar="NATIVE.yaml", help="file to write (default: print the config)")
-    export.add_argument("--set", dest="overrides", action="append", default=[], metavar="Section.key=value",
-                        help="override a key of the PaddleClas config before translating; repeatable")
-
     for name, handler in add_index_commands(commands).items():  # index build|add|remove|info, search
         commands.choices[name].set_defaults(handler=handler)
     for name, handler in add_results_commands(commands).items():  # export, visualize
+        commands.choices[name].set_defaults(handler=handler)
+    for name, handler in add_paddle_commands(commands).items():  # convert-paddle, export-config
         commands.choices[name].set_defaults(handler=handler)
     return parser
 
@@ -188,22 +181,6 @@ def _ppcls_config(args: argparse.Namespace, data: dict):
     for note in notes:
         print(f"prodrec train: note: {note}", file=sys.stderr)
     return config
-
-
-def _export_config(args: argparse.Namespace) -> int:
-    from prodrec.ppcls_config import convert_paddle_pretrained, load_ppcls_config, native_yaml
-
-    config, warnings = load_ppcls_config(args.config, overrides=args.overrides)
-    config, notes = convert_paddle_pretrained(config, Path(args.output).parent if args.output else None)
-    text = native_yaml(config, source=args.config, warnings=warnings, notes=notes)
-    if not args.output:
-        print(text, end="")
-        return 0
-    Path(args.output).write_text(text, encoding="utf-8")
-    for warning in warnings:
-        print(f"prodrec export-config: warning: {warning}", file=sys.stderr)
-    print(f"wrote {args.output}" + "".join(f"; {note}" for note in notes))
-    return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -277,25 +254,7 @@ def _make_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
-def _convert_paddle(args: argparse.Namespace) -> int:
-    from prodrec.paddle import load_paddleclas
-
-    model, info = load_paddleclas(args.input)
-    model.save(args.output)
-    neck = (f"its {info['embedding_size']}-d neck" if info["embedding_size"]
-            else f"a new {model.embedding_size}-d neck (the file has none)")
-    print(f"converted {info['tensors']} tensors of a PaddleClas {info['kind']} file: resnet50d backbone with {neck}")
-    if info["dropped"]:
-        print(f"dropped the ImageNet classifier: {', '.join(info['dropped'])}")
-    if info["head"]:
-        weights = {name: list(tensor.shape) for name, tensor in info["head"]["state_dict"].items()}
-        print(f"head ({info['head']['type']}, {info['head']['num_classes']} classes, not saved): {weights}")
-    print(f"wrote {args.output}")
-    return 0
-
-
-COMMANDS = {"train": _train, "eval": _eval, "embed": _embed, "demo": _demo, "make-synthetic": _make_synthetic,
-            "convert-paddle": _convert_paddle, "export-config": _export_config}
+COMMANDS = {"train": _train, "eval": _eval, "embed": _embed, "demo": _demo, "make-synthetic": _make_synthetic}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

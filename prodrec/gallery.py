@@ -25,7 +25,8 @@ from prodrec.models import Embedder
 if TYPE_CHECKING:
     from prodrec.export import ExportedEmbedder
 
-__all__ = ["AnyEmbedder", "GalleryImages", "read_gallery_list", "embedder_info", "check_embedder", "add_images", "build_gallery"]
+__all__ = ["AnyEmbedder", "GalleryImages", "read_gallery_list", "embedder_info", "check_embedder", "add_images",
+           "build_gallery"]
 
 AnyEmbedder = Union[Embedder, "ExportedEmbedder"]
 """An :class:`~prodrec.models.Embedder` or an :class:`~prodrec.export.ExportedEmbedder`."""

@@ -87,7 +87,8 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tiny_inshop, tmp_path):
     assert "SIGTERM" in err and "--resume" in err
     saved = torch.load(output / "checkpoints" / "last.pt", weights_only=True)
     assert saved["step"] >= 1 and f"at step {saved['step']} (epoch {saved['epoch'] + 1}, batch {saved['batch']})" in err
-    with pytest.raises(ValueError, match=f"past Global.epochs=0; set Global.epochs .* to at least {saved['epoch'] + 1}"):
+    refusal = f"past Global.epochs=0; set Global.epochs .* to at least {saved['epoch'] + 1}"
+    with pytest.raises(ValueError, match=refusal):
         train_metric(tiny_config(tiny_inshop, output, "Global.epochs=0"), resume=True, progress=False)
     epochs = saved["epoch"] + 1  # the signal may land in any epoch on a fast machine
     result = train_metric(tiny_config(tiny_inshop, output, f"Global.epochs={epochs}"), resume=True, progress=False)
