@@ -1,4 +1,6 @@
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -97,3 +99,48 @@ def test_add_images_checks_the_model(splits):
         add_images(gallery, model, [("missing.jpg", "a"), (images[0][0], ""), ("x",)], progress=False)
     assert "3 problem(s)" in str(caught.value) and "item 0: image not found: 'missing.jpg'" in str(caught.value)
     assert len(gallery) == 2 + len(splits.gallery)
+
+
+LIFECYCLE = """
+import sys
+import numpy as np
+from prodrec.gallery import add_images
+from prodrec.index import GalleryIndex
+from prodrec.models import Embedder
+folder, model_file, removed, out, *added = sys.argv[1:]
+gallery, model = GalleryIndex.load(folder), Embedder.load(model_file)
+new_ids = add_images(gallery, model, [(path, "new-product") for path in added], progress=False)
+gallery.remove(label=removed)
+gallery.save(folder)
+gallery = GalleryIndex.load(folder)
+result = gallery.search(model.embed(added).numpy(), k=5)
+np.savez(out, ids=result.ids, scores=result.scores, new_ids=new_ids, labels=result.labels.astype(str))
+"""
+
+
+def test_synthetic_gallery_lives_through_save_reload_add_remove_in_a_new_process(splits, tmp_path):
+    """The issue's round trip: build, save, reload elsewhere, add + remove, search == exact brute force."""
+    model = tiny_embedder()
+    model_file = model.save(tmp_path / "model.pt")
+    gallery = build_gallery(model, splits.gallery, progress=False)
+    gallery.save(tmp_path / "gallery")
+    removed = gallery.labels[0]
+    added = list(splits.query.paths)
+    subprocess.run([sys.executable, "-c", LIFECYCLE, str(tmp_path / "gallery"), str(model_file), removed,
+                    str(tmp_path / "out.npz"), *added], check=True)
+
+    kept = gallery.labels != removed
+    queries = extract_embeddings(model, splits.query, progress=False).astype(np.float64)
+    with np.load(tmp_path / "out.npz") as got:
+        ids, scores, new_ids, labels = got["ids"], got["scores"], got["new_ids"], got["labels"]
+    assert new_ids.tolist() == list(range(len(gallery), len(gallery) + len(added)))
+    expected_ids = np.concatenate([gallery.ids[kept], new_ids])
+    expected_features = np.concatenate([gallery.features[kept], queries]).astype(np.float64)
+    exact = queries @ expected_features.T
+    best = -np.sort(-exact, axis=1)[:, :5]
+    np.testing.assert_allclose(scores, best, atol=1e-5)  # the top-5 scores are brute force's
+    column = {int(i): c for c, i in enumerate(expected_ids)}
+    own = np.take_along_axis(exact, np.vectorize(column.get)(ids), axis=1)
+    np.testing.assert_allclose(own, scores, atol=1e-5)  # each id carries its own exact score
+    assert ids[:, 0].tolist() == new_ids.tolist()  # each query finds itself first
+    assert removed not in set(labels.ravel())
