@@ -168,7 +168,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name in ("checkpoint", "data_root"):
         if getattr(args, name) and not os.path.exists(getattr(args, name)):
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)} not found")
-    results = run(args, argv)
+    try:
+        results = run(args, argv)
+    except (ValueError, FileNotFoundError) as error:  # unreadable data, a model that does not fit it
+        parser.error(str(error))
     output = Path(args.output)
     (output / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     write_markdown(output / "results.md", results)

@@ -15,7 +15,6 @@ ONNX needs ``pip install "prodrec[export]"`` (onnx, onnxruntime).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import tempfile
@@ -33,6 +32,7 @@ from prodrec import __version__
 from prodrec.data.dataset import as_rgb_array
 from prodrec.data.transforms import eval_transform
 from prodrec.gallery import embedder_info
+from prodrec.index_store import file_sha256
 from prodrec.models import Embedder
 
 __all__ = ["EXPORT_FORMAT", "FORMATS", "export_embedder", "metadata_path", "ExportedEmbedder"]
@@ -159,7 +159,7 @@ class ExportedEmbedder:
             raise ValueError(f"{meta_file} lacks the keys {missing}; export the model again")
         if meta["model_format"] not in FORMATS:
             raise ValueError(f"{meta_file}: unknown model_format {meta['model_format']!r}, expected one of {FORMATS}")
-        if _sha256(path) != meta["model_sha256"]:
+        if file_sha256(path) != meta["model_sha256"]:
             raise ValueError(f"{path} does not match the SHA-256 recorded in {meta_file}: the file was changed "
                              "or truncated after export; export the model again")
         prep = meta["preprocessing"]
@@ -240,7 +240,7 @@ def _metadata(model: Embedder, format: str, opset: Optional[int], name: str, mod
     return {
         "format": EXPORT_FORMAT, "version": _VERSION, "prodrec_version": __version__,
         "torch_version": torch.__version__, "model_format": format, "model_file": name,
-        "model_sha256": _sha256(Path(model_file)), "onnx_opset": opset,
+        "model_sha256": file_sha256(Path(model_file)), "onnx_opset": opset,
         "input": {"name": _INPUT, "shape": ["batch", 3, size, size], "dtype": "float32", "layout": "NCHW"},
         "output": {"name": _OUTPUT, "shape": ["batch", model.embedding_size], "dtype": "float32",
                    "l2_normalized": True},
@@ -280,14 +280,6 @@ def _temporary(path: Path) -> Iterator[str]:
         yield name
     finally:
         Path(name).unlink(missing_ok=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _require(name: str) -> Any:

@@ -101,10 +101,11 @@ def _images(args: argparse.Namespace):
 
 
 def _build(args: argparse.Namespace) -> int:
+    from prodrec.export import ExportedEmbedder
     from prodrec.gallery import build_gallery
 
     model = _load_model(args.checkpoint, args.device)
-    if not hasattr(model, "save"):
+    if isinstance(model, ExportedEmbedder):
         raise ValueError(f"{args.checkpoint} is an exported model, but the gallery folder keeps the PyTorch model "
                          f"({MODEL_FILE}); build with best.pt or a saved Embedder, then add and search with either")
     gallery = build_gallery(model, _images(args), index_type=args.type, metric=args.metric,

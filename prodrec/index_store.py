@@ -27,7 +27,7 @@ from prodrec.index import GalleryIndex
 from prodrec.index_types import METRICS, check_index_type
 from prodrec.search import _import_faiss
 
-__all__ = ["GALLERY_FORMAT", "GALLERY_VERSION", "save_gallery", "load_gallery"]
+__all__ = ["GALLERY_FORMAT", "GALLERY_VERSION", "save_gallery", "load_gallery", "file_sha256"]
 
 GALLERY_FORMAT = "prodrec.gallery"
 GALLERY_VERSION = 1
@@ -142,7 +142,7 @@ def _read_meta(path: Path) -> dict:
 def _verify_file(path: Path, expected: dict, meta_path: Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; the gallery folder is incomplete")
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != expected["sha256"]:
         raise ValueError(f"{path} is damaged or was changed after saving: its sha256 ({digest[:12]}..., "
                          f"{path.stat().st_size} bytes) is not the one {meta_path} records ({expected['sha256'][:12]}"
@@ -175,7 +175,7 @@ def _write_atomic(path: Path, write: Callable[[str], None]) -> dict:
         write(temporary)
         with open(temporary, "rb") as stream:
             os.fsync(stream.fileno())
-        checksum = {"sha256": _sha256(Path(temporary)), "bytes": os.path.getsize(temporary)}
+        checksum = {"sha256": file_sha256(Path(temporary)), "bytes": os.path.getsize(temporary)}
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -188,7 +188,8 @@ def _savez(path: str, arrays: dict) -> None:
         np.savez(stream, **arrays)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes as hex, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         for chunk in iter(lambda: stream.read(1 << 20), b""):

@@ -70,3 +70,17 @@ def spawn_ranks():
         return [torch.load(folder / f"rank{rank}.pt", weights_only=False) for rank in range(world)]
 
     return spawn
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """``run_cli(argv)``: run a ``prodrec`` command's handler in this process (its exceptions propagate),
+    check that it returns 0, and give its stdout."""
+    from prodrec.cli import build_parser
+
+    def run(argv):
+        args = build_parser().parse_args([str(a) for a in argv])
+        assert args.handler(args) == 0
+        return capsys.readouterr().out
+
+    return run

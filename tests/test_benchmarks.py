@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
+
+from prodrec.models import Embedder
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -119,3 +122,15 @@ def test_recognition_trains_builds_a_partial_gallery_and_sweeps_thresholds(tmp_p
     accepted = [row["unknown_accepted"] for row in results["thresholds"]]
     assert accepted == sorted(accepted, reverse=True)
     assert "| 0.50 (default) |" in stdout and (tmp_path / "rec" / "results.md").read_text() in stdout
+
+
+def test_recognition_names_a_data_root_that_is_not_in_shop(tmp_path):
+    (tmp_path / "empty").mkdir()
+    model = tmp_path / "model.pt"
+    torch.manual_seed(0)
+    Embedder("resnet18d", embedding_size=8, image_size=32).save(model)
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "recognition.py"), "--data-root", str(tmp_path / "empty"),
+                           "--checkpoint", str(model), "--output", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "recognition.py: error:" in done.stderr and str(tmp_path / "empty") in done.stderr

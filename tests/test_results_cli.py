@@ -1,4 +1,3 @@
-import argparse
 import json
 import shutil
 
@@ -10,20 +9,11 @@ from PIL import Image
 from prodrec.data import read_inshop
 from prodrec.evaluation import evaluate
 from prodrec.models import Embedder
-from prodrec.results_cli import CATEGORY_FILE, add_commands
+from prodrec.results_cli import CATEGORY_FILE
 from prodrec.visualize import GridLayout
 
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::FutureWarning",
                                         "ignore::DeprecationWarning")
-
-
-def run(argv, capsys):
-    """Parse ``argv`` with a parser that only has these commands, run the handler, return its stdout."""
-    parser = argparse.ArgumentParser(prog="prodrec")
-    handlers = add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args([str(a) for a in argv])
-    assert handlers[args.command](args) == 0
-    return capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
@@ -32,24 +22,24 @@ def checkpoint(tmp_path_factory):
     return Embedder("resnet18d", embedding_size=16, image_size=32).save(tmp_path_factory.mktemp("cli") / "model.pt")
 
 
-def test_export_torchscript_and_onnx(checkpoint, tmp_path, capsys):
-    out = run(["export", "--checkpoint", checkpoint, "--format", "torchscript", tmp_path / "e.pt"], capsys)
+def test_export_torchscript_and_onnx(checkpoint, tmp_path, run_cli):
+    out = run_cli(["export", "--checkpoint", checkpoint, "--format", "torchscript", tmp_path / "e.pt"])
     assert out.startswith(f"wrote {tmp_path / 'e.pt'} (torchscript, input [batch, 3, 32, 32] -> [batch, 16]) and "
                           f"{tmp_path / 'e.pt.json'}\nmax abs difference to PyTorch ")
     assert out.endswith(" on batches of 2 and 3 (atol 0.0001)\n")
     pytest.importorskip("onnxruntime")
-    out = run(["export", "--checkpoint", checkpoint, tmp_path / "e.onnx", "--opset", "17", "--no-check"], capsys)
+    out = run_cli(["export", "--checkpoint", checkpoint, tmp_path / "e.onnx", "--opset", "17", "--no-check"])
     assert out == f"wrote {tmp_path / 'e.onnx'} (onnx, opset 17, input [batch, 3, 32, 32] -> [batch, 16]) and " \
                   f"{tmp_path / 'e.onnx.json'}\n"
     with pytest.raises(ValueError, match="opset applies to format='onnx' only"):
-        run(["export", "--checkpoint", checkpoint, "--format", "torchscript", "--opset", "17", tmp_path / "x.pt"],
-            capsys)
+        run_cli(["export", "--checkpoint", checkpoint, "--format", "torchscript", "--opset", "17", tmp_path / "x.pt"])
 
 
-def test_visualize_draws_the_worst_queries_and_the_category_table(checkpoint, tiny_inshop, tmp_path, capsys):
+def test_visualize_draws_the_worst_queries_and_the_category_table(checkpoint, tiny_inshop, tmp_path,
+                                                                    run_cli):
     splits = read_inshop(tiny_inshop)
-    out = run(["visualize", "--checkpoint", checkpoint, "--data-root", tiny_inshop, "--output", tmp_path,
-               "--k", "3", "--queries", "5", "--per-page", "2", "--image-size", "40", "--quiet"], capsys)
+    out = run_cli(["visualize", "--checkpoint", checkpoint, "--data-root", tiny_inshop, "--output", tmp_path,
+               "--k", "3", "--queries", "5", "--per-page", "2", "--image-size", "40", "--quiet"])
     pages = sorted(tmp_path.glob("results_*.png"))
     assert [p.name for p in pages] == ["results_001.png", "results_002.png", "results_003.png"]
     layout = GridLayout.for_default_font(3, 40)
@@ -67,13 +57,13 @@ def test_visualize_draws_the_worst_queries_and_the_category_table(checkpoint, ti
     assert f"| **all** | {len(splits.query)} |" in table and np.isfinite(rows[-1]["recall@1"])
 
 
-def test_visualize_rejects_bad_counts_before_embedding(checkpoint, tmp_path, capsys):
+def test_visualize_rejects_bad_counts_before_embedding(checkpoint, tmp_path, run_cli):
     with pytest.raises(ValueError, match="--per-page must be at least 1, got 0"):
-        run(["visualize", "--checkpoint", checkpoint, "--data-root", tmp_path / "none", "--output", tmp_path,
-             "--per-page", "0"], capsys)
+        run_cli(["visualize", "--checkpoint", checkpoint, "--data-root", tmp_path / "none", "--output", tmp_path,
+             "--per-page", "0"])
 
 
-def test_visualize_without_categories_draws_only(checkpoint, tiny_inshop, tmp_path, capsys):
+def test_visualize_without_categories_draws_only(checkpoint, tiny_inshop, tmp_path, run_cli):
     splits = read_inshop(tiny_inshop)
     for split in ("train", "query", "gallery"):
         listing = getattr(splits, split)
@@ -81,7 +71,7 @@ def test_visualize_without_categories_draws_only(checkpoint, tiny_inshop, tmp_pa
             folder = tmp_path / "data" / split / listing.classes[label]
             folder.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, folder / f"{number}.jpg")
-    out = run(["visualize", "--checkpoint", checkpoint, "--data-root", tmp_path / "data", "--dataset", "folder",
-               "--output", tmp_path / "out", "--k", "2", "--quiet"], capsys)
+    out = run_cli(["visualize", "--checkpoint", checkpoint, "--data-root", tmp_path / "data", "--dataset", "folder",
+               "--output", tmp_path / "out", "--k", "2", "--quiet"])
     assert out.endswith("no per-category table: the query paths are not In-shop's img/GENDER/Category/id/file\n")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["results_001.png"]

@@ -9,14 +9,6 @@ from prodrec.data.dataset import ImageDataset, ImageList, RetrievalSplits
 from prodrec.data.packed_paths import PackedPaths
 
 
-def _write(path, image):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, encoded = cv2.imencode(path.suffix, image)
-    assert ok
-    encoded.tofile(str(path))
-    return str(path)
-
-
 def test_image_list_coerces_and_validates():
     images = ImageList(["/a.jpg", "/b.jpg"], [1, 0], ["x", "y"])
     assert images.paths == ("/a.jpg", "/b.jpg") and images.classes == ("x", "y")
@@ -49,7 +41,9 @@ def test_retrieval_splits_share_label_space_and_count_unmatched_queries():
 
 
 def test_image_dataset_returns_transformed_image_and_label(tmp_path):
-    paths = [_write(tmp_path / f"{i}.png", np.full((2, 3, 3), i, np.uint8)) for i in range(3)]
+    paths = [str(tmp_path / f"{i}.png") for i in range(3)]
+    for i, path in enumerate(paths):
+        assert cv2.imwrite(path, np.full((2, 3, 3), i, np.uint8))
     dataset = ImageDataset(ImageList(paths, [2, 0, 1], ["a", "b", "c"]),
                            lambda image: torch.from_numpy(image).permute(2, 0, 1).float())
     assert len(dataset) == 3
@@ -61,7 +55,8 @@ def test_image_dataset_returns_transformed_image_and_label(tmp_path):
 
 
 def test_image_dataset_decode_size(tmp_path):
-    path = _write(tmp_path / "big.jpg", np.full((400, 600, 3), 90, np.uint8))
+    path = str(tmp_path / "big.jpg")
+    assert cv2.imwrite(path, np.full((400, 600, 3), 90, np.uint8))
     images = ImageList([path], [0], ["a"])
     assert ImageDataset(images, np.shape)[0][0] == (400, 600, 3)
     assert ImageDataset(images, np.shape, decode_size=100)[0][0] == (100, 150, 3)
