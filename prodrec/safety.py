@@ -1,12 +1,13 @@
 """Guards for long runs: one run per output folder, stop signals, non-finite losses and gradients."""
 from __future__ import annotations
 
+import errno
 import math
 import os
 import signal
 import threading
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, Optional, Set
 
 import torch
 
@@ -24,9 +25,14 @@ class TrainingInterrupted(KeyboardInterrupt):
 class RunLock:
     """Exclusive lock on ``folder/train.lock`` for the life of a run.
 
-    The operating system releases it when the process dies, so a crashed run never leaves a
-    stale lock behind; a second run on the same folder is refused while the first is alive.
+    The lock is a POSIX record lock (``fcntl.lockf``): it belongs to this process alone, so forked
+    DataLoader workers, which inherit the open file, do not hold it, and the operating system drops it
+    the moment this process dies, even by SIGKILL while its workers are still shutting down. A killed
+    run can therefore be resumed at once, and a second live run on the same folder is refused.
+    Record locks do not conflict inside one process, so this process's own locks are tracked here.
     """
+
+    _held: Set[Path] = set()
 
     def __init__(self, folder: Path) -> None:
         self.path = Path(folder) / "train.lock"
@@ -36,26 +42,35 @@ class RunLock:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        key = self.path.resolve()
+        if key in RunLock._held:  # opening the file again and closing it would drop this process's lock
+            raise self._refusal(str(os.getpid()))
         handle = open(self.path, "a+", encoding="utf-8")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.EAGAIN):
+                handle.close()
+                raise
             handle.seek(0)
             owner = handle.read().strip() or "unknown"
             handle.close()
-            raise RuntimeError(
-                f"another training run (pid {owner}) is using {self.path.parent}; wait for it to finish or "
-                "choose another --output folder"
-            ) from None
+            raise self._refusal(owner) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
         self._handle = handle
+        RunLock._held.add(key)
         return self
+
+    def _refusal(self, owner: str) -> RuntimeError:
+        return RuntimeError(f"another training run (pid {owner}) is using {self.path.parent}; wait for it to finish "
+                            "or choose another --output folder")
 
     def __exit__(self, *exc_info) -> None:
         if self._handle is not None:
+            RunLock._held.discard(self.path.resolve())
             self._handle.close()  # closing releases the lock
             self._handle = None
 

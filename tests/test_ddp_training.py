@@ -30,8 +30,10 @@ WEIGHTS = dict(rtol=1e-5, atol=1e-6)
 # The only difference: BatchNorm running statistics. DDP keeps rank 0's (6 updates by its own batches), accumulation
 # updates them with every batch (12). With them swapped in, the metrics are identical (checked below). Measured on
 # 24 queries after 6 steps: test_resnet recall@1 0.042 (1 query), recall@5 0.125 (3 queries), mAP 0.0027 apart;
-# resnet18d 0.042, 0, 0.0066. Stated tolerance: 4 queries on Recall@K, 0.02 on mAP.
-METRICS = {"recall@1": 4 / 24, "recall@5": 4 / 24, "mAP": 0.02}
+# resnet18d 0.042, 0, 0.0066; on a fresh machine 4 queries on recall@5. Stated tolerance: 4 of the 24 queries
+# on Recall@K (compared as whole queries, so it never sits on a float rounding boundary), 0.02 on mAP.
+QUERIES, RECALL_QUERIES, MAP_TOLERANCE = 24, 4, 0.02
+METRICS = ("recall@1", "recall@5", "mAP")
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +89,23 @@ def tensors(output):
     return payload, {**payload["embedder"]["state_dict"], **{f"loss.{k}": v for k, v in payload["loss"].items()}}
 
 
+def assert_same_record(first, second, rel):
+    """Log records agree: the same keys, numbers within ``rel``, everything else exactly."""
+    assert first.keys() == second.keys(), (first, second)
+    for key, value in first.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            assert value == pytest.approx(second[key], rel=rel), (key, first, second)
+        else:
+            assert value == second[key], (key, first, second)
+
+
 def test_two_processes_train_what_one_process_trains_on_the_same_global_batch(two_processes, one_process):
     ddp, single = tensors(two_processes[0]), tensors(one_process)
     assert ddp[0]["step"] == single[0]["step"] == 6 and ddp[0]["images_seen"] == single[0]["images_seen"] == 96
     steps = [records(run, "step") for run in (two_processes[0], one_process)]
     assert [r["step"] for r in steps[0]] == [r["step"] for r in steps[1]] == [1, 2, 3, 4, 5, 6]
     for first, second in zip(*steps):
-        assert first == pytest.approx(second, rel=WEIGHTS["rtol"])
+        assert_same_record(first, second, rel=WEIGHTS["rtol"])
     statistics = [name for name in ddp[1] if "running_" in name or "num_batches_tracked" in name]
     for name, value in ddp[1].items():
         if name not in statistics:
@@ -104,8 +116,10 @@ def test_two_processes_train_what_one_process_trains_on_the_same_global_batch(tw
 def test_metrics_agree_and_differ_only_through_batchnorm_statistics(two_processes, one_process, products):
     summaries = [json.loads((run / "summary.json").read_text()) for run in (two_processes[0], one_process)]
     assert (summaries[0]["world_size"], summaries[1]["world_size"]) == (2, 1)
-    for name, tolerance in METRICS.items():
-        assert abs(summaries[0][name] - summaries[1][name]) <= tolerance, (name, summaries)
+    for name in ("recall@1", "recall@5"):
+        queries_apart = abs(round(summaries[0][name] * QUERIES) - round(summaries[1][name] * QUERIES))
+        assert queries_apart <= RECALL_QUERIES, (name, summaries)
+    assert abs(summaries[0]["mAP"] - summaries[1]["mAP"]) <= MAP_TOLERANCE, summaries
     # The 2-process weights with the 1-process BN statistics evaluate, in one process, to the 1-process metrics;
     # the 2-process weights as they are to the metrics the ranks computed on their shards.
     splits = read_inshop(products)

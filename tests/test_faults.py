@@ -79,15 +79,20 @@ def records(output):
 
 def wait_for_step(process, log, step, offset):
     """Until ``log`` shows a step record >= ``step`` written after byte ``offset`` (this process's records)."""
+    wait_for_event(process, log, "step", offset, lambda record: record["step"] >= step)
+
+
+def wait_for_event(process, log, event, offset, accept=lambda record: True):
+    """Until ``log`` shows an ``event`` record that ``accept`` takes, written after byte ``offset``."""
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         if log.is_file():
             with open(log, encoding="utf-8") as handle:
                 handle.seek(offset)
-                if any(r.get("event") == "step" and r["step"] >= step for r in map(_json, handle.read().splitlines())):
+                if any(r.get("event") == event and accept(r) for r in map(_json, handle.read().splitlines())):
                     return
-        time.sleep(0.02)
-    raise AssertionError(f"the run did not reach step {step}: {process.stderr.read() if process.stderr else ''}")
+        time.sleep(0.01)
+    raise AssertionError(f"the run logged no {event}: {process.stderr.read() if process.stderr else ''}")
 
 
 def _json(line):
@@ -150,6 +155,24 @@ def test_sigkill_at_random_steps_then_resume_ends_bit_identical(products, straig
 def test_sigkill_at_random_moments_many_times(products, straight, tmp_path):
     """Also mid-step, mid-evaluation and mid-rename, ten times."""
     kill_and_resume(products, straight, tmp_path, count=10, jitter=0.5)
+
+
+def test_a_run_killed_right_after_a_checkpoint_resumes_at_once_with_loader_workers(products, tmp_path):
+    """kill -9 as soon as a checkpoint is logged, while 2 DataLoader workers run, and resume with no pause."""
+    output, log = tmp_path / "run", tmp_path / "run" / "log.jsonl"
+    for number in range(3):
+        offset = log.stat().st_size if log.is_file() else 0
+        resume = ["--resume"] if number else []
+        process = subprocess.Popen(train_command(products, output, *resume, "--set", "DataLoader.num_workers=2"),
+                                   stderr=subprocess.PIPE, text=True, env=ONE_THREAD)
+        wait_for_event(process, log, "checkpoint", offset)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    finished = subprocess.run(train_command(products, output, "--resume", "--set", "DataLoader.num_workers=2"),
+                              capture_output=True, text=True, timeout=300, env=ONE_THREAD)
+    assert finished.returncode == 0, finished.stderr
+    assert len([r for r in records(output) if r["event"] == "resume"]) == 3
+    assert (output / "summary.json").is_file()
 
 
 def test_sigterm_mid_epoch_then_resume_is_bit_identical(products, straight, tmp_path, monkeypatch):

@@ -22,6 +22,38 @@ def test_run_lock_refuses_a_second_run(tmp_path):
         pass
 
 
+HOLD_AND_FORK = """
+import os, sys, time
+from prodrec.safety import RunLock
+lock = RunLock(sys.argv[1]).__enter__()
+child = os.fork()
+if child == 0:  # like a DataLoader worker: inherits the open lock file, then outlives its parent a while
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_killed_owner_releases_the_lock_while_its_forked_children_live(tmp_path):
+    owner = subprocess.Popen([sys.executable, "-c", HOLD_AND_FORK, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    child = int(owner.stdout.readline())
+    try:
+        with pytest.raises(RuntimeError, match=f"another training run \\(pid {owner.pid}\\)"):
+            RunLock(tmp_path).__enter__()
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait(timeout=30)
+        os.kill(child, 0)  # the child still runs and still has the lock file open
+        with RunLock(tmp_path):  # at once, no waiting for the child
+            pass
+    finally:
+        for pid in (owner.pid, child):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def test_training_on_a_locked_folder_is_refused(tiny_inshop, tmp_path):
     with RunLock(tmp_path / "run"):
         with pytest.raises(RuntimeError, match="another training run"):
