@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from prodrec.checkpoint import save_checkpoint
-from prodrec.config import Config
+from prodrec.config import Config, HeadConfig
 from prodrec.data import ImageDataset, RetrievalSplits
 from prodrec.data.sampling import EpochBatches, SeededSamples, apply_small_class_policy
 from prodrec.data.transforms import train_transform
@@ -62,13 +62,29 @@ def build_model(config: Config, num_classes: int) -> tuple:
                 f"Arch.Head.embedding_size is {head.embedding_size} but the neck outputs {model.embedding_size} "
                 "(Arch.Neck.class_num); make them equal or set auto"
             )
-        if head.class_num not in ("auto", num_classes):
-            raise ValueError(
-                f"Arch.Head.class_num is {head.class_num} but the training data has {num_classes} classes (items); "
-                f"set Arch.Head.class_num to {num_classes} or auto"
-            )
-    loss = build_loss(config.Loss.Train, head=head, num_classes=num_classes, embedding_size=model.embedding_size)
+    loss = build_loss(config.Loss.Train, head=head, num_classes=head_classes(head, num_classes),
+                      embedding_size=model.embedding_size)
     return model, loss
+
+
+def head_classes(head: Optional[HeadConfig], num_classes: int) -> int:
+    """The head's output classes: ``Arch.Head.class_num``, or the data's ``num_classes`` for ``auto``.
+
+    More outputs than the data has classes run as in PaddleClas (the extra logits are never a target),
+    with a warning; fewer are refused, since labels would index past the head.
+    """
+    if head is None or head.class_num == "auto" or head.class_num == num_classes:
+        return num_classes
+    if head.class_num < num_classes:
+        raise ValueError(
+            f"Arch.Head.class_num is {head.class_num} but the training data has {num_classes} classes (items), so "
+            f"labels would fall outside the head; set Arch.Head.class_num to {num_classes} or auto"
+        )
+    warnings.warn(
+        f"Arch.Head.class_num is {head.class_num} but the training data has {num_classes} classes (items): the head "
+        f"gets {head.class_num} outputs and {head.class_num - num_classes} of them are never a target (set "
+        f"Arch.Head.class_num to auto for a head of {num_classes})", UserWarning, stacklevel=2)
+    return head.class_num
 
 
 def loader_workers(setting: Union[int, str], device: torch.device) -> int:

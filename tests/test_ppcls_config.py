@@ -19,14 +19,13 @@ INSHOP_WEIGHTS = "product_ResNet50_vd_Aliproduct_v1.0_pretrained.pdparams"  # th
 EVAL_BLOCKS = ("DataLoader.Eval.Query", "DataLoader.Eval.Gallery")
 
 
-@pytest.fixture(scope="module")
-def lists(tmp_path_factory):
-    """PaddleClas list-format data: 6 training items x 4 images, 4 test items with 2 query and 2 gallery images."""
-    root = tmp_path_factory.mktemp("ppcls_data")
+def write_lists(root, train_items, train_views):
+    """PaddleClas list-format data: ``train_items`` x ``train_views`` training images, 4 test items with 2 query
+    and 2 gallery images."""
     rng = np.random.default_rng(0)
-    files = {"train": [(item, view) for item in range(6) for view in range(4)],
-             "query": [(item, view) for item in range(10, 14) for view in range(2)],
-             "gallery": [(item, view) for item in range(10, 14) for view in range(2, 4)]}
+    files = {"train": [(item, view) for item in range(train_items) for view in range(train_views)],
+             "query": [(item, view) for item in range(1000, 1004) for view in range(2)],
+             "gallery": [(item, view) for item in range(1000, 1004) for view in range(2, 4)]}
     for split, images in files.items():
         lines = []
         for item, view in images:
@@ -36,6 +35,11 @@ def lists(tmp_path_factory):
             lines.append(f"{name} {item}")
         (root / f"{split}_list.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+@pytest.fixture(scope="module")
+def lists(tmp_path_factory):
+    return write_lists(tmp_path_factory.mktemp("ppcls_data"), train_items=6, train_views=4)
 
 
 def data_overrides(root, *, eval_blocks=EVAL_BLOCKS):
@@ -188,6 +192,23 @@ def test_paddleclas_flags_and_data_root_on_the_command_line(lists, tmp_path, cap
     config, _ = load_ppcls_config(ALIPRODUCT, overrides=data_overrides(lists, eval_blocks=("DataLoader.Eval",)),
                                   native_overrides=["Global.epochs=2", "Global.image_size=64"])
     assert (config.Global.epochs, config.Global.image_size, config.Arch.Head.class_num) == (2, 64, 50030)
+
+
+def test_the_inshop_config_as_it_is_trains_on_fewer_classes_with_one_warning(tmp_path, capsys):
+    """PaddleClas's In-shop yaml (Head.class_num 3997) on a 64-class folder: the extra logits are never a target."""
+    root = write_lists(tmp_path / "data", train_items=64, train_views=2)
+    output = tmp_path / "run"
+    sets = [f"--set={s}" for s in data_overrides(root) + ["Global.pretrained_model=null"]]
+    with pytest.warns(UserWarning) as caught:
+        code = main(["train", str(INSHOP), *sets, "--epochs", "1", "--image-size", "32", "--output", str(output),
+                     "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert [str(w.message) for w in caught if "class_num" in str(w.message)] == [
+        "Arch.Head.class_num is 3997 but the training data has 64 classes (items): the head gets 3997 outputs and "
+        "3933 of them are never a target (set Arch.Head.class_num to auto for a head of 64)"]
+    assert "warning" not in capsys.readouterr().err  # the translation itself has nothing to say
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["num_train_classes"] == 64
 
 
 def test_export_config_writes_a_file_load_config_loads(lists, tmp_path, capsys):

@@ -91,7 +91,7 @@ def test_zero_epochs_evaluates_the_initial_model(tiny_inshop, tmp_path):
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["Arch.Head.class_num=3997"], "set Arch.Head.class_num to 6 or auto"),
+        (["Arch.Head.class_num=5"], "labels would fall outside the head; set Arch.Head.class_num to 6 or auto"),
         (["Arch.Neck.embedding_size=2048"], "outputs 512 features"),
         (["DataLoader.sample_per_id=3"], "batch"),
         (["DataLoader.sample_per_id=8", "DataLoader.batch_size=16", "DataLoader.small_items=error"], "small_items"),
@@ -105,6 +105,15 @@ def test_inconsistent_settings_are_refused(tiny_inshop, tmp_path, extra, message
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match=message):
         train_metric(small_config(tiny_inshop, tmp_path / "run", "Global.epochs=1", *extra), progress=False)
+
+
+def test_a_head_wider_than_the_data_runs_with_a_warning(tiny_inshop, tmp_path):
+    with pytest.warns(UserWarning, match="Arch.Head.class_num is 10 but the training data has 6 classes"):
+        result = train_metric(small_config(tiny_inshop, tmp_path / "run", "Global.epochs=1", "Arch.Head.class_num=10"),
+                              progress=False)
+    head = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["loss"]
+    assert [tuple(t.shape) for t in head.values() if t.dim() == 2] in ([(512, 10)], [(10, 512)])
+    assert result.summary["epochs"] == 1
 
 
 def test_no_data_root_says_what_to_do(tmp_path):
