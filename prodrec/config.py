@@ -114,9 +114,13 @@ class LRConfig:
     learning_rate: float = 0.04
     milestones: List[int] = field(default_factory=lambda: [30, 60, 70, 80, 90, 100])
     gamma: float = 0.5
-    warmup_epoch: int = 0
+    warmup_epoch: float = 0.0
     warmup_start_lr: float = 0.0
     eta_min: float = 0.0
+    # The run length that milestones and warmup_epoch are written for (load_config fills it in from the
+    # config file); a run of another length scales them unless scale_schedule is false.
+    schedule_epochs: Union[int, Auto] = "auto"
+    scale_schedule: bool = True
 
 
 @dataclass
@@ -258,9 +262,26 @@ def load_config(
                 raise ConfigError(f"{path}: not valid YAML: {error}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    _pin_schedule_length(data)
     for override in overrides:
         _apply_override(data, override)
     return Config.from_dict(data)
+
+
+def _pin_schedule_length(data: Dict[str, Any]) -> None:
+    """Record, before overrides, the run length the schedule was written for: the file's ``Global.epochs``
+    when the file writes milestones or a warm-up itself, else the built-in recipe's length."""
+    sections = [data.get("Global", {}), data.get("Optimizer", {})]
+    if not all(isinstance(section, dict) for section in sections):
+        return  # merge_into names the bad section
+    lr = sections[1].get("lr", {})
+    if not isinstance(lr, dict) or "schedule_epochs" in lr:
+        return
+    epochs = sections[0].get("epochs", GlobalConfig.epochs)
+    if not {"milestones", "warmup_epoch"} & set(lr):
+        epochs = GlobalConfig.epochs
+    if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0:
+        data.setdefault("Optimizer", {}).setdefault("lr", {})["schedule_epochs"] = epochs
 
 
 def _apply_override(data: Dict[str, Any], override: str) -> None:

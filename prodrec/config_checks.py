@@ -64,6 +64,10 @@ def check_config(config: "Config") -> None:
         keys += [f"DataLoader.{split}_image_root" for split in image_roots]
         raise ConfigError(f"{', '.join(keys)} apply to DataLoader.dataset: list only (it is "
                           f"{config.DataLoader.dataset!r}); set DataLoader.dataset=list or remove them")
+    lr = config.Optimizer.lr
+    if lr.warmup_epoch < 0 or (lr.schedule_epochs != "auto" and lr.schedule_epochs < 1):
+        raise ConfigError(f"Optimizer.lr.warmup_epoch must be >= 0 and Optimizer.lr.schedule_epochs >= 1 (or auto), "
+                          f"got {lr.warmup_epoch} and {lr.schedule_epochs}")
     for key in ("horizontal_flip", "random_erasing"):
         value = getattr(config.DataLoader, key)
         if not 0.0 <= value <= 1.0:

@@ -88,14 +88,16 @@ def apply_ppcls_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dic
     return data
 
 
-def translate_ppcls_config(data: Dict[str, Any], *, base_dir: Union[str, os.PathLike, None] = None
-                           ) -> Tuple[Dict[str, Any], List[str]]:
+def translate_ppcls_config(data: Dict[str, Any], *, base_dir: Union[str, os.PathLike, None] = None,
+                           schedule_epochs: Optional[int] = None) -> Tuple[Dict[str, Any], List[str]]:
     """Translate a PaddleClas config mapping into a native prodrec config mapping.
 
     Args:
         data: The PaddleClas config (after overrides).
         base_dir: Folder that relative paths (image roots, lists, weights) are relative to; None for
             the working directory, PaddleClas's rule.
+        schedule_epochs: The run length the file's LR schedule was written for (its ``Global.epochs``
+            before overrides); a run of another length scales milestones and warm-up. None: ``Global.epochs``.
 
     Returns:
         ``(native, warnings)``: ``native`` loads with ``Config.from_dict``; ``warnings`` name every
@@ -112,7 +114,10 @@ def translate_ppcls_config(data: Dict[str, Any], *, base_dir: Union[str, os.Path
     native: Dict[str, Any] = {"Global": _global(g, arch.data.get("name"), "AMP" in root)}
     native["Arch"] = translate_arch(arch, g, base)
     native["Loss"] = translate_losses(root.child("Loss"), arch.data.get("Head"), notes)
-    native["Optimizer"] = translate_optimizer(root.child("Optimizer"), native["Global"]["epochs"], notes)
+    written = schedule_epochs or native["Global"]["epochs"]
+    native["Optimizer"] = translate_optimizer(root.child("Optimizer"), written, notes)
+    if written:
+        native["Optimizer"]["lr"]["schedule_epochs"] = written
     image_shape = g.get("image_shape")
     side = image_shape[-1] if isinstance(image_shape, list) and len(image_shape) == 3 else None
     if side is not None and image_shape[1] != image_shape[2]:
@@ -176,7 +181,9 @@ def load_ppcls_config(source: Union[str, os.PathLike, Dict[str, Any]], *, overri
     data = source if isinstance(source, dict) else read_ppcls_yaml(source)
     if data is None:
         raise ConfigError(f"{source} is not a PaddleClas config (no DataLoader.Train/Eval, no Global.image_shape)")
-    native, warnings = translate_ppcls_config(apply_ppcls_overrides(data, overrides))
+    written = data.get("Global", {}).get("epochs") if isinstance(data.get("Global"), dict) else None
+    written = written if isinstance(written, int) and not isinstance(written, bool) and written > 0 else None
+    native, warnings = translate_ppcls_config(apply_ppcls_overrides(data, overrides), schedule_epochs=written)
     return load_config(native, overrides=native_overrides), warnings
 
 

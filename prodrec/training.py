@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from prodrec.config import Config, load_config
 from prodrec.data import RetrievalSplits, read_splits
 from prodrec.distributed import DistributedContext, init_distributed
 from prodrec.models import Embedder
+from prodrec.optim import scale_schedule
 from prodrec.safety import RunLock, TrainingInterrupted
 from prodrec.trainer import _Run, build_model, loader_workers, resolve_device
 
@@ -193,6 +195,11 @@ def _train(config: Config, data: RetrievalSplits, output_dir: Path, resume: Resu
             if fallback:
                 warnings.warn(f"{fallback}. Resumed from {used} (step {run.step}); {lost} steps logged after it are "
                               "lost and trained again")
+    note = scale_schedule(config.Optimizer.lr, g.epochs).note
+    if chosen is None and ctx.is_main and note:
+        run.log({"event": "schedule", "note": note})
+        if progress:
+            print(f"prodrec train: {note}", file=sys.stderr)
     if ctx.is_main:
         (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
 

@@ -211,6 +211,17 @@ def test_the_inshop_config_as_it_is_trains_on_fewer_classes_with_one_warning(tmp
     assert summary["epochs"] == 1 and summary["num_train_classes"] == 64
 
 
+def test_a_shortened_paddleclas_run_scales_the_files_schedule(lists, paddleclas_cache):
+    from prodrec.optim import scale_schedule
+
+    for overrides, native in [(["Global.epochs=8"], []), ([], ["Global.epochs=8"])]:
+        config, _ = load_ppcls_config(INSHOP, overrides=data_overrides(lists) + overrides, native_overrides=native)
+        assert (config.Global.epochs, config.Optimizer.lr.schedule_epochs) == (8, 120)
+        assert scale_schedule(config.Optimizer.lr, 8).milestones == pytest.approx([2, 4, 14 / 3, 16 / 3, 6, 20 / 3])
+    config, _ = load_ppcls_config(INSHOP, overrides=data_overrides(lists))
+    assert scale_schedule(config.Optimizer.lr, 120).note is None
+
+
 def test_export_config_writes_a_file_load_config_loads(lists, tmp_path, capsys):
     target = tmp_path / "aliproduct.yaml"
     sets = [f"--set={s}" for s in data_overrides(lists, eval_blocks=("DataLoader.Eval",))]
