@@ -134,3 +134,68 @@ def test_recognition_names_a_data_root_that_is_not_in_shop(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "recognition.py: error:" in done.stderr and str(tmp_path / "empty") in done.stderr
+
+
+def write_cutouts(folder, count, rng):
+    """``count`` noisy, many-coloured cut-out objects (PNG with transparency), and two drawings to leave out."""
+    import cv2
+
+    for number in range(count):
+        image = np.zeros((60, 50, 4), np.uint8)
+        image[..., :3] = rng.integers(0, 256, (60, 50, 3))
+        cv2.ellipse(image, (25, 30), (20, 26), 0, 0, 360, (0, 0, 0, 255), -1)  # the opaque object
+        image[..., :3] = np.where(image[..., 3:] > 0, rng.integers(0, 256, (60, 50, 3)), 0)
+        (folder / "photos").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / "photos" / f"object{number}.png"), image)
+    flat = np.zeros((60, 50, 4), np.uint8)
+    flat[10:50, 10:40] = (0, 200, 255, 255)  # one colour: a drawing
+    cv2.imwrite(str(folder / "photos" / "drawing.png"), flat)
+    (folder / "cartoon").mkdir()
+    cv2.imwrite(str(folder / "cartoon" / "busy.png"), cv2.imread(str(folder / "photos" / "object0.png"),
+                                                                 cv2.IMREAD_UNCHANGED))
+
+
+def test_colour_count_tells_photographs_from_drawings():
+    photo_products = load_script("photo_products.py")
+    image = np.zeros((2, 3, 4), np.uint8)
+    image[0, :, :3] = [[0, 0, 0], [8, 0, 0], [7, 0, 0]]  # 8 and 7 differ in 5-bit colour, 0 and 7 do not
+    image[0, :, 3] = 255
+    image[1, :, :3] = 200  # transparent: not counted
+    assert photo_products.colour_count(image) == 2
+
+
+def test_photo_products_writes_a_list_format_set_of_disjoint_products(tmp_path):
+    from prodrec.data import read_splits
+
+    write_cutouts(tmp_path / "objects", 10, np.random.default_rng(0))
+    out = run_script("photo_products.py", tmp_path / "objects", tmp_path / "set", "--views", "4", "--size", "64",
+                     cwd=tmp_path)
+    assert json.loads(out.strip().splitlines()[-1]) == {"products": 10, "train_products": 5, "train": 20,
+                                                        "query": 10, "gallery": 10}
+    names = json.loads((tmp_path / "set" / "products.json").read_text())
+    assert sorted(names.values()) == [f"photos/object{n}.png" for n in range(10)]  # no drawing, no cartoon
+    splits = read_splits("list", tmp_path / "set")
+    train, query, gallery = ({str(splits_.classes[label]) for label in splits_.labels}
+                             for splits_ in (splits.train, splits.query, splits.gallery))
+    assert query == gallery and not train & query and len(train) == 5
+    import cv2
+
+    assert cv2.imread(splits.query.paths[0]).shape == (64, 64, 3)
+
+
+def test_short_recipe_trains_every_variant_and_writes_the_table(tmp_path):
+    write_cutouts(tmp_path / "objects", 32, np.random.default_rng(1))  # 16 train products: one P x K batch
+    run_script("photo_products.py", tmp_path / "objects", tmp_path / "set", "--views", "4", "--size", "48",
+               cwd=tmp_path)
+    run_script("short_recipe.py", "--data-root", tmp_path / "set", "--output", tmp_path / "bench", "--epochs", "2",
+               "--image-size", "32", "--quiet", cwd=tmp_path)
+    results = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert list(results) == ["recipe, milestones as written (0.1)", "recipe, schedule scaled",
+                             "recipe, scaled + 1 warm-up epoch", "plain timm + PML loop"]
+    for run in results.values():
+        assert len(run["recall@1_by_epoch"]) == 2 and 0 <= run["metrics"]["recall@1"] <= 1
+    logs = {name: (tmp_path / "bench" / "runs" / name / "log.jsonl").read_text() for name in
+            ("recipe__milestones_as_written__0_1_", "recipe__schedule_scaled")}
+    assert "scaled to" not in logs["recipe__milestones_as_written__0_1_"] and "scaled to" in logs["recipe__schedule_scaled"]
+    table = (tmp_path / "bench" / "results.md").read_text()
+    assert table.startswith("| variant | R@1 |") and table.count("\n") == 6
