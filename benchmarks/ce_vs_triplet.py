@@ -39,12 +39,12 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
-from prodrec.cli import LOSS_CHOICES, train_overrides
+from prodrec.cli.main import LOSS_CHOICES, train_overrides
 from prodrec.cli import build_parser as prodrec_parser
 from prodrec.config import Config, load_config
 from prodrec.data import DATASET_READERS, RetrievalSplits, make_synthetic_inshop, read_splits
 from prodrec.losses import build_loss
-from prodrec.training import train_metric
+from prodrec.train import train_metric
 
 BASE_CONFIG = "inshop_ce_triplet"
 # Each variant is the `prodrec train` flags --loss / --head, or explicit config overrides.

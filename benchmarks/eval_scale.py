@@ -75,7 +75,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 def write_vectors(path: Path, labels: np.ndarray, centres: np.ndarray, noise: float, dtype: str,
                   rng: np.random.Generator) -> None:
-    from prodrec.feature_store import FeatureWriter
+    from prodrec.models import FeatureWriter
 
     with FeatureWriter(path, len(labels), centres.shape[1], dtype=dtype) as writer:
         for start in range(0, len(labels), CHUNK):
@@ -118,10 +118,10 @@ def torch_top_k(queries: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
 
 
 def run_case(case: str, args: argparse.Namespace, workdir: Path) -> Dict[str, object]:
-    from prodrec.evaluation import evaluate_embeddings
-    from prodrec.feature_store import open_features
-    from prodrec.metrics import retrieval_metrics
-    from prodrec.search import knn_search
+    from prodrec.retrieval import evaluate_embeddings
+    from prodrec.models import open_features
+    from prodrec.retrieval import retrieval_metrics
+    from prodrec.retrieval import knn_search
 
     queries, gallery = open_features(workdir / "query.npy"), open_features(workdir / "gallery.npy")
     labels = np.load(workdir / "labels.npz")

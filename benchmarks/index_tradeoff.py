@@ -10,7 +10,7 @@ train and add times, on two sets:
   (resnet18d with an FC head, CE + TripletLossV2, 64 px, 3 epochs, AdamW as ``prodrec demo``; the FC head
   learns fastest from scratch, see docs/benchmarks.md) or by ``--checkpoint``; also the re-ranking gain:
   Recall@K and mAP@top_k with no re-ranking, query expansion and k-reciprocal re-ranking
-  (:func:`prodrec.rerank.rerank`) of the ``--top-k`` best candidates.
+  (:func:`prodrec.retrieval.rerank.rerank`) of the ``--top-k`` best candidates.
 * ``vectors``: ``--vectors`` (1M) unit vectors of ``--dim`` (512) around ``vectors / 100`` random centres
   (seeded; Gaussian noise of norm ``--spread`` per vector), and ``--queries`` more drawn the same way.
 
@@ -37,10 +37,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from prodrec.index import GalleryIndex
-from prodrec.metrics import retrieval_metrics
-from prodrec.rerank import rerank
-from prodrec.search import knn_search, l2_normalize
+from prodrec.gallery import GalleryIndex
+from prodrec.retrieval import retrieval_metrics
+from prodrec.retrieval import rerank
+from prodrec.retrieval import knn_search, l2_normalize
 
 EF_SEARCH = (16, 32, 64, 128, 256)
 NPROBE = (1, 2, 4, 8, 16, 32, 64)
@@ -112,9 +112,9 @@ def real_embeddings(args: argparse.Namespace, output: Path) -> Tuple[Dict[str, n
     from prodrec.cli import build_parser, train_overrides
     from prodrec.config import load_config
     from prodrec.data import make_synthetic_inshop, read_splits
-    from prodrec.evaluation import extract_embeddings
+    from prodrec.retrieval import extract_embeddings
     from prodrec.models import Embedder
-    from prodrec.training import train_metric
+    from prodrec.train import train_metric
 
     info = make_synthetic_inshop(output / "data", items=args.items, views=args.views,
                                  image_size=max(96, args.image_size), seed=args.seed, progress=False)

@@ -48,12 +48,12 @@ def write_listings(root: Path, entries: int, classes: int, seed: int = 0) -> Non
 
 def measure(reader: str, root: str, classes: int) -> dict:
     """Read the listing with ``reader`` in this process; time, memory and size of the result."""
-    from prodrec.data.aliproducts import read_aliproducts
+    from prodrec.data import read_aliproducts
 
     before = _max_rss_mb()
     wall, cpu = time.perf_counter(), time.process_time()
     if reader == "json.load":
-        from prodrec.data.dataset import ImageList
+        from prodrec.data import ImageList
 
         with open(os.path.join(root, "train.json"), encoding="utf-8") as file:
             entries = json.load(file)["images"]

@@ -3,7 +3,7 @@
 Step 1 runs in an environment with ``paddlepaddle`` and ``paddleclas`` (no prodrec needed): it builds
 PaddleClas's own ``RecModel`` (ResNet50_vd + FC neck 512 + ArcMargin), gives its BatchNorm layers
 non-trivial statistics, saves it with ``paddle.save`` and writes its eval-mode 512-d features of a
-random 224 px batch. Step 2 runs with prodrec: it loads the file with ``Embedder.from_paddleclas`` and
+random 224 px batch. Step 2 runs with prodrec: it loads the file with ``prodrec.paddle.embedder_from_paddleclas`` and
 prints the largest difference.
 
     /path/to/paddle-env/bin/python benchmarks/paddle_parity.py make --output parity/
@@ -56,9 +56,9 @@ def make(out: Path) -> None:
 def compare(out: Path) -> None:
     import torch
 
-    from prodrec import Embedder
+    from prodrec.paddle import embedder_from_paddleclas
 
-    model = Embedder.from_paddleclas(out / "recmodel.pdparams").eval()
+    model = embedder_from_paddleclas(out / "recmodel.pdparams").eval()
     with torch.no_grad():
         ours = model(torch.from_numpy(np.load(out / "images.npy"))).numpy()
     theirs = np.load(out / "features.npy")

@@ -55,7 +55,7 @@ def load_model(args: argparse.Namespace, root: Path, output: Path) -> tuple:
     from prodrec.cli import build_parser as cli_parser, train_overrides
     from prodrec.config import load_config
     from prodrec.models import Embedder
-    from prodrec.training import train_metric
+    from prodrec.train import train_metric
 
     if args.checkpoint:
         return Embedder.load(args.checkpoint).eval(), f"--checkpoint {args.checkpoint}"
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace, argv: List[str]) -> Dict[str, Any]:
     from prodrec import Recognizer
     from prodrec.data import make_synthetic_inshop, read_inshop
     from prodrec.gallery import build_gallery
-    from prodrec.recognizer import read_inshop_boxes
+    from prodrec.gallery import read_inshop_boxes
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)

@@ -35,8 +35,8 @@ import torch
 
 from prodrec.config import load_config
 from prodrec.data import read_splits
-from prodrec.evaluation import evaluate_embeddings
-from prodrec.training import train_metric
+from prodrec.retrieval import evaluate_embeddings
+from prodrec.train import train_metric
 
 KS = [1, 5, 10]
 RECIPE = "inshop_ce_triplet"

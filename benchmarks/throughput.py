@@ -8,7 +8,7 @@ Every measure runs ``--rounds`` times (the evaluation one more), all measures in
 counts, so a busy spell of other processes slows one round of everything rather than one side of a ratio.
 Figures (``ratio`` as the target states it; ``met`` says whether the target holds):
 
-* ``train_step`` (>= 0.9): images/s of prodrec's training step (``_Run.train_epoch`` of ``train_metric``: the
+* ``train_step`` (>= 0.9): images/s of prodrec's training step (``TrainingRun.train_epoch`` of ``train_metric``: the
   In-shop recipe's ArcMargin CE + TripletLossV2 and SGD, channels_last, AMP on GPU, per-step loss logging
   and checks) vs a bare timm + pytorch-metric-learning loop (same model, losses and optimizer, fp32,
   default memory format), both on the same in-memory batch.
@@ -55,10 +55,10 @@ from torchvision.transforms import v2
 
 from prodrec.config import load_config
 from prodrec.data import ImageList, make_synthetic_inshop, read_inshop
-from prodrec.evaluation import evaluate_embeddings, extract_embeddings
+from prodrec.retrieval import evaluate_embeddings, extract_embeddings
 from prodrec.models import resolve_backbone_name
-from prodrec.search import knn_search, l2_normalize
-from prodrec.trainer import _Run, resolve_device
+from prodrec.retrieval import knn_search, l2_normalize
+from prodrec.train import TrainingRun, resolve_device
 
 CHUNK = 2048  # queries per matmul in the torch search baseline
 ITEMS = 3985  # In-shop's test items: the eval labels
@@ -185,7 +185,7 @@ def loader_seconds(loader: DataLoader, passes: int, warmup: int) -> float:
     return time.perf_counter() - started
 
 
-def loader_figure(run: _Run, splits, args: argparse.Namespace, device: torch.device) -> tuple:
+def loader_figure(run: TrainingRun, splits, args: argparse.Namespace, device: torch.device) -> tuple:
     """prodrec's training loader (as ``train_metric`` builds it) vs PIL + torchvision v2, same workers."""
     pil = DataLoader(PilDataset(splits.train, args.image_size, run.model.mean, run.model.std),
                      batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
@@ -203,7 +203,7 @@ def training_figures(args: argparse.Namespace, root: Path, work: Path, device: t
         f"DataLoader.batch_size={args.batch_size}", f"DataLoader.num_workers={args.workers}",
         f"Global.device={device}", f"Global.output_dir={work}"])
     work.mkdir(parents=True, exist_ok=True)
-    run = _Run(config, splits, work, progress=False)
+    run = TrainingRun(config, splits, work, progress=False)
     model, batch, files = run.model, args.batch_size, run.train_loader
     images = torch.randn(batch, 3, args.image_size, args.image_size)
     labels = torch.arange(batch // 2).repeat_interleave(2) % splits.train.num_classes

@@ -1,8 +1,12 @@
 """prodrec: product recognition by retrieval, on PyTorch.
 
-The public API is re-exported here. Importing ``prodrec`` is cheap: the heavy
-modules (torch, timm, faiss) load the first time one of these names is used, so
-``prodrec --help`` starts instantly.
+The rooms follow the data flow: :mod:`prodrec.config` -> :mod:`prodrec.data` -> :mod:`prodrec.models`
+-> :mod:`prodrec.losses` -> :mod:`prodrec.retrieval` -> :mod:`prodrec.train` -> :mod:`prodrec.gallery`
+-> :mod:`prodrec.paddle` -> :mod:`prodrec.cli`, on the shared ground floor :mod:`prodrec.utils`
+(docs/architecture.md). The names below are the main API.
+
+They load on first use: importing torch and timm takes 5-7 s on a 2-core machine
+(``../shared/machine-notes.md``), and ``prodrec --help`` or ``import prodrec`` should not pay it.
 
 Example:
     >>> from prodrec import Embedder, load_config, train_metric  # doctest: +SKIP
@@ -10,34 +14,38 @@ Example:
 from importlib import import_module
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-_EXPORTS = {
-    "Embedder": "prodrec.models",
+# name -> the room that defines it (loaded on first use; see the module docstring).
+_ROOM_OF = {
+    "ProdrecError": "prodrec.utils",
     "Config": "prodrec.config",
     "load_config": "prodrec.config",
     "builtin_config_path": "prodrec.config",
+    "make_synthetic_inshop": "prodrec.data",
+    "Embedder": "prodrec.models",
+    "ExportedEmbedder": "prodrec.models",
     "build_loss": "prodrec.losses",
     "WeightedLoss": "prodrec.losses",
-    "train_metric": "prodrec.training",
-    "TrainResult": "prodrec.training",
-    "evaluate": "prodrec.evaluation",
-    "extract_embeddings": "prodrec.evaluation",
-    "retrieval_metrics": "prodrec.metrics",
-    "knn_search": "prodrec.search",
-    "make_synthetic_inshop": "prodrec.data.synthetic",
-    "GalleryIndex": "prodrec.index",
-    "Recognizer": "prodrec.recognizer",
+    "evaluate": "prodrec.retrieval",
+    "extract_embeddings": "prodrec.retrieval",
+    "retrieval_metrics": "prodrec.retrieval",
+    "knn_search": "prodrec.retrieval",
+    "train_metric": "prodrec.train",
+    "TrainResult": "prodrec.train",
+    "GalleryIndex": "prodrec.gallery",
+    "build_gallery": "prodrec.gallery",
+    "Recognizer": "prodrec.gallery",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["__version__", *_ROOM_OF]
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    room = _ROOM_OF.get(name)
+    if room is None:
         raise AttributeError(f"module 'prodrec' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
+    value = getattr(import_module(room), name)
     globals()[name] = value
     return value
 

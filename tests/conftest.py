@@ -34,7 +34,7 @@ def retrieval_reference():
 @pytest.fixture(scope="session")
 def tiny_inshop(tmp_path_factory):
     """A tiny synthetic product set in the In-shop layout (12 items x 4 views, 48 px)."""
-    from prodrec.data.synthetic import make_synthetic_inshop
+    from prodrec.data import make_synthetic_inshop
 
     return make_synthetic_inshop(tmp_path_factory.mktemp("tiny_inshop"), items=12, views=4, image_size=48,
                                  progress=False).root

@@ -4,8 +4,9 @@ import os
 import pytest
 import torch
 
-from prodrec.checkpoint import (CheckpointWriteError, load_checkpoint, load_latest_checkpoint, previous_path,
-                                read_torch_file, remove_temporaries, save_checkpoint)
+from prodrec.train import (CheckpointWriteError, load_checkpoint, load_latest_checkpoint, previous_path,
+                                      remove_checkpoint_temporaries, save_checkpoint)
+from prodrec.utils import read_torch_file
 
 
 def test_save_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
@@ -81,6 +82,6 @@ def test_remove_temporaries_deletes_only_cut_short_writes(tmp_path):
     save_checkpoint(tmp_path / "last.pt", {"step": 1})
     (tmp_path / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")
     (tmp_path / "notes.tmp").write_text("mine")
-    assert remove_temporaries(tmp_path) == [tmp_path / ".last.pt.abc123.tmp"]
+    assert remove_checkpoint_temporaries(tmp_path) == [tmp_path / ".last.pt.abc123.tmp"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "notes.tmp"]
-    assert remove_temporaries(tmp_path / "missing") == []
+    assert remove_checkpoint_temporaries(tmp_path / "missing") == []

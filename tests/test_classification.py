@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from prodrec.classification import classification_accuracy, head_logits, topk_accuracy
+from prodrec.retrieval import classification_accuracy, head_logits, topk_accuracy
 from prodrec.config import HeadConfig
-from prodrec.data.dataset import ImageList, load_image
-from prodrec.data.transforms import eval_transform
+from prodrec.data import ImageList, load_image
+from prodrec.data import eval_transform
 from prodrec.losses import ArcMarginLoss, FCClassifierLoss, build_loss
 from prodrec.models import Embedder
 

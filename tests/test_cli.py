@@ -13,8 +13,8 @@ from prodrec.config import load_config
 def test_version_and_lazy_start():
     out = subprocess.run([sys.executable, "-m", "prodrec", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"prodrec {__version__}"
-    code = "import sys, prodrec.cli; sys.exit('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0, "prodrec.cli must not import torch"
+    code = "import sys, prodrec.cli.main; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0, "prodrec.cli.main must not import torch"
 
 
 def test_train_flags_become_config_overrides():

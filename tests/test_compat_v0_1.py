@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from prodrec import Embedder, GalleryIndex
-from prodrec.export import ExportedEmbedder
+from prodrec.models import ExportedEmbedder
 
 V0_1 = Path(__file__).parent / "fixtures" / "v0_1"
 EXPECTED = np.load(V0_1 / "expected.npz")

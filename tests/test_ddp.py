@@ -1,4 +1,4 @@
-"""prodrec.ddp on 2 CPU processes (gloo over loopback), checked against one process on the full batch."""
+"""prodrec.train.ddp on 2 CPU processes (gloo over loopback), checked against one process on the full batch."""
 import os
 from datetime import timedelta
 
@@ -9,8 +9,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from prodrec.config import HeadConfig
-from prodrec.ddp import EmbedderWithLoss, broadcast_buffers, cross_rank_loss, unwrap, wrap_for_training
-from prodrec.distributed import init_distributed
+from prodrec.train import EmbedderWithLoss, broadcast_buffers, cross_rank_loss, unwrap, wrap_for_training
+from prodrec.train import init_distributed
 from prodrec.losses import build_loss
 
 WORLD = 2

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from prodrec.checkpoint import load_checkpoint
-from prodrec.classification import classification_accuracy
+from prodrec.train import load_checkpoint
+from prodrec.retrieval import classification_accuracy
 from prodrec.cli import build_parser, train_overrides
 from prodrec.config import load_config
 from prodrec.data import make_synthetic_inshop, read_inshop
-from prodrec.evaluation import evaluate
+from prodrec.retrieval import evaluate
 from prodrec.models import Embedder
-from prodrec.trainer import build_model
-from prodrec.training import train_metric
+from prodrec.train import build_model
+from prodrec.train import train_metric
 
 # 8 train items x 6 views = 48 images = 6 batches of 8 per epoch: 3 steps of 2 x 8 images; 24 queries.
 SETTINGS = ["Arch.Backbone.name=test_resnet", "Global.image_size=32", "DataLoader.batch_size=8",

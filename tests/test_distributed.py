@@ -1,4 +1,4 @@
-"""prodrec.distributed on 2 CPU processes (gloo over loopback): launch environment, context, collectives."""
+"""prodrec.train.distributed on 2 CPU processes (gloo over loopback): launch environment, context, collectives."""
 import json
 import os
 import subprocess
@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from prodrec.distributed import LaunchEnv, init_distributed, read_launch_env
+from prodrec.train import LaunchEnv, init_distributed, read_launch_env
 
 WORLD = 2
 
@@ -151,7 +151,7 @@ def test_torchrun_launch(tmp_path, torchrun_env):
         "import json, sys\n"
         "from pathlib import Path\n"
         "import numpy as np\n"
-        "from prodrec.distributed import init_distributed\n"
+        "from prodrec.train import init_distributed\n"
         "with init_distributed('cpu') as ctx:\n"
         "    rows = ctx.gather_rows(np.full((ctx.rank + 1, 2), ctx.rank, dtype=np.float32), dst=None)\n"
         "    Path(sys.argv[1], f'rank{ctx.rank}.json').write_text(json.dumps(\n"

@@ -3,11 +3,11 @@ import pytest
 import torch
 
 from prodrec.data import read_inshop
-from prodrec.evaluation import evaluate, evaluate_embeddings, extract_embeddings
-from prodrec.feature_store import open_features
-from prodrec.metrics import rank_by_similarity, retrieval_metrics
+from prodrec.retrieval import evaluate, evaluate_embeddings, extract_embeddings
+from prodrec.models import open_features
+from prodrec.retrieval import rank_by_similarity, retrieval_metrics
 from prodrec.models import Embedder
-from prodrec.search import l2_normalize
+from prodrec.retrieval import l2_normalize
 
 
 def brute_force_metrics(q, ql, g, gl, ks):
@@ -96,7 +96,7 @@ def test_approximate_search_reports_map_over_its_lists():
 
 
 def test_rerank_lists_are_scored():
-    rerank = pytest.importorskip("prodrec.rerank")
+    rerank = pytest.importorskip("prodrec.retrieval.rerank")
     q, ql, g, gl = labelled_set(seed=4)
     indices = rerank.rerank(q, g, method="qe", top_k=20)[1]
     expected = retrieval_metrics(indices, ql, gl, ks=[1, 5], missing_ok=True)

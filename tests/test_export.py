@@ -10,11 +10,11 @@ pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from prodrec.data import read_inshop  # noqa: E402
-from prodrec.data.dataset import load_image  # noqa: E402
-from prodrec.export import ExportedEmbedder, export_embedder, metadata_path  # noqa: E402
+from prodrec.data import load_image  # noqa: E402
+from prodrec.models import ExportedEmbedder, export_embedder, metadata_path  # noqa: E402
 from prodrec.gallery import build_gallery  # noqa: E402
 from prodrec.models import Embedder  # noqa: E402
-from prodrec.recognizer import Recognizer  # noqa: E402
+from prodrec.gallery import Recognizer  # noqa: E402
 from prodrec.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::FutureWarning",

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-from prodrec.checkpoint import CheckpointWriteError, load_checkpoint
+from prodrec.train import CheckpointWriteError, load_checkpoint
 from prodrec.cli import main
 from prodrec.config import load_config
-from prodrec.index import GalleryIndex
-from prodrec.safety import RunLock
-from prodrec.training import train_metric
+from prodrec.gallery import GalleryIndex
+from prodrec.train import RunLock
+from prodrec.train import train_metric
 
 EPOCHS, STEPS_PER_EPOCH = 2, 6
 TINY = ["Arch.Backbone.name=test_resnet", "Global.image_size=32", "DataLoader.batch_size=8",

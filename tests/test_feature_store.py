@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from prodrec.feature_store import FeatureWriter, open_features
+from prodrec.models import FeatureWriter, open_features
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])

@@ -9,10 +9,10 @@ import torch
 pytest.importorskip("faiss")
 
 from prodrec.data import read_inshop  # noqa: E402
-from prodrec.data.synthetic import make_synthetic_inshop  # noqa: E402
-from prodrec.evaluation import extract_embeddings  # noqa: E402
+from prodrec.data import make_synthetic_inshop  # noqa: E402
+from prodrec.retrieval import extract_embeddings  # noqa: E402
 from prodrec.gallery import add_images, build_gallery, embedder_info, read_gallery_list  # noqa: E402
-from prodrec.index import GalleryIndex  # noqa: E402
+from prodrec.gallery import GalleryIndex  # noqa: E402
 from prodrec.models import Embedder  # noqa: E402
 
 
@@ -70,18 +70,18 @@ def test_build_from_list_and_folder(splits, tmp_path):
     lines = [f"{path} {splits.gallery.classes[label]} Product {label}"
              for path, label in zip(splits.gallery.paths, splits.gallery.labels)]
     (tmp_path / "gallery.txt").write_text("\n".join(lines) + "\n")
-    from_list = GalleryIndex.build_from_list(model, tmp_path / "gallery.txt", image_root="/", index_type="IVF2,Flat",
-                                             progress=False)
+    from_list = build_gallery(model, read_gallery_list(tmp_path / "gallery.txt", image_root="/"),
+                              index_type="IVF2,Flat", progress=False)
     assert from_list.index_type == "IVF2,Flat" and from_list.is_trained and len(from_list) == len(splits.gallery)
     assert from_list.names.tolist() == [f"Product {label}" for label in splits.gallery.labels]
     for path, label in zip(splits.gallery.paths, splits.gallery.labels):
         folder = tmp_path / "folder" / splits.gallery.classes[label]
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, folder)
-    from_folder = GalleryIndex.build(model, tmp_path / "folder", progress=False)
+    from_folder = build_gallery(model, tmp_path / "folder", progress=False)
     assert sorted(from_folder.labels) == sorted(from_list.labels)
-    with pytest.raises(ValueError, match="is a file; pass a gallery list with build_from_list"):
-        GalleryIndex.build(model, tmp_path / "gallery.txt")
+    with pytest.raises(ValueError, match="is a file; pass a gallery list through read_gallery_list"):
+        build_gallery(model, tmp_path / "gallery.txt")
 
 
 def test_add_images_checks_the_model(splits):
@@ -105,7 +105,7 @@ LIFECYCLE = """
 import sys
 import numpy as np
 from prodrec.gallery import add_images
-from prodrec.index import GalleryIndex
+from prodrec.gallery import GalleryIndex
 from prodrec.models import Embedder
 folder, model_file, removed, out, *added = sys.argv[1:]
 gallery, model = GalleryIndex.load(folder), Embedder.load(model_file)

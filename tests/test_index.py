@@ -3,8 +3,8 @@ import pytest
 
 pytest.importorskip("faiss")
 
-from prodrec.index import GalleryIndex  # noqa: E402
-from prodrec.search import l2_normalize  # noqa: E402
+from prodrec.gallery import GalleryIndex  # noqa: E402
+from prodrec.retrieval import l2_normalize  # noqa: E402
 
 TOL = 1e-5
 

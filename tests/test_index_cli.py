@@ -8,12 +8,12 @@ import torch
 pytest.importorskip("faiss")
 
 from prodrec.data import read_inshop  # noqa: E402
-from prodrec.data.synthetic import make_synthetic_inshop  # noqa: E402
+from prodrec.data import make_synthetic_inshop  # noqa: E402
 from prodrec.cli import build_parser  # noqa: E402
-from prodrec.index_cli import MODEL_FILE  # noqa: E402
+from prodrec.cli.gallery import MODEL_FILE  # noqa: E402
 from prodrec.models import Embedder  # noqa: E402
-from prodrec.recognizer import read_inshop_boxes  # noqa: E402
-from prodrec.rerank import RERANK_METHODS  # noqa: E402
+from prodrec.gallery import read_inshop_boxes  # noqa: E402
+from prodrec.retrieval import RERANK_METHODS  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import pytest
 
 pytest.importorskip("faiss")
 
-from prodrec.index import GalleryIndex  # noqa: E402
+from prodrec.gallery import GalleryIndex  # noqa: E402
 
 LOAD_AND_SEARCH = """
 import sys, numpy as np
-from prodrec.index import GalleryIndex
+from prodrec.gallery import GalleryIndex
 gallery = GalleryIndex.load(sys.argv[1])
 result = gallery.search(np.load(sys.argv[2]), k=6)
 np.savez(sys.argv[3], scores=result.scores, ids=result.ids, labels=result.labels.astype(str),

@@ -2,7 +2,7 @@ import pytest
 
 faiss = pytest.importorskip("faiss")
 
-from prodrec.index_types import check_index_type, faiss_message, new_faiss_index, search_knob  # noqa: E402
+from prodrec.retrieval import check_index_type, faiss_message, new_faiss_index, search_knob  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["Flat", "HNSW32", "HNSW8", "IVF1024,Flat", "IVF16,PQ8"])

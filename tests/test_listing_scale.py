@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prodrec.data.aliproducts import read_aliproducts
+from prodrec.data import read_aliproducts
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "listing_scale.py"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from prodrec import metrics
-from prodrec.metrics import rank_by_similarity, retrieval_metrics, similarity_metrics
+from prodrec.retrieval import rank_by_similarity, retrieval_metrics, similarity_metrics
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "paddleclas" / "retrieval.npz"
 

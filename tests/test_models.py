@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-import prodrec.models as models
+import prodrec.models.embedder as models
 from prodrec.models import Embedder, resolve_backbone_name
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from prodrec.config import LRConfig, load_config
-from prodrec.optim import build_scheduler, scale_schedule
+from prodrec.train import build_scheduler, scale_schedule
 
 STEPS_PER_EPOCH = 10
 
@@ -101,7 +101,7 @@ def test_a_warmup_as_long_as_the_run_is_refused():
 
 
 def test_a_shortened_run_says_once_in_its_log_how_the_schedule_was_scaled(tiny_inshop, tmp_path, capsys):
-    from prodrec.training import train_metric
+    from prodrec.train import train_metric
     from test_training import small_config
 
     output = tmp_path / "run"

@@ -9,7 +9,7 @@ import yaml
 from prodrec.cli import main
 from prodrec.config import Config, ConfigError, load_config
 from prodrec.models import Embedder
-from prodrec.ppcls_config import (apply_ppcls_overrides, convert_paddle_pretrained, is_ppcls_config,
+from prodrec.paddle import (apply_ppcls_overrides, convert_paddle_pretrained, is_ppcls_config,
                                   load_ppcls_config, read_ppcls_yaml, translate_ppcls_config)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ppcls"
@@ -65,7 +65,7 @@ def keys(warnings):
 
 def test_detects_paddleclas_layout():
     assert is_ppcls_config(read_ppcls_yaml(INSHOP)) and is_ppcls_config(read_ppcls_yaml(ALIPRODUCT))
-    native = yaml.safe_load((Path(__file__).parents[1] / "prodrec" / "configs" / "inshop_ce_triplet.yaml").read_text())
+    native = yaml.safe_load((Path(__file__).parents[1] / "prodrec" / "config" / "builtin" / "inshop_ce_triplet.yaml").read_text())
     assert not is_ppcls_config(native) and not is_ppcls_config(Config().to_dict())
     assert read_ppcls_yaml("inshop_ce_triplet") is None
 
@@ -212,7 +212,7 @@ def test_the_inshop_config_as_it_is_trains_on_fewer_classes_with_one_warning(tmp
 
 
 def test_a_shortened_paddleclas_run_scales_the_files_schedule(lists, paddleclas_cache):
-    from prodrec.optim import scale_schedule
+    from prodrec.train import scale_schedule
 
     for overrides, native in [(["Global.epochs=8"], []), ([], ["Global.epochs=8"])]:
         config, _ = load_ppcls_config(INSHOP, overrides=data_overrides(lists) + overrides, native_overrides=native)

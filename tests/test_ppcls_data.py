@@ -1,7 +1,7 @@
 import pytest
 
-from prodrec.ppcls_data import translate_dataloader
-from prodrec.ppcls_reader import Notes, Section
+from prodrec.paddle import translate_dataloader
+from prodrec.paddle import Notes, Section
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 NORMALIZE = {"NormalizeImage": {"scale": "1.0/255.0", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}

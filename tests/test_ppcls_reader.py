@@ -3,7 +3,7 @@ from fractions import Fraction
 import pytest
 
 from prodrec.config import ConfigError
-from prodrec.ppcls_reader import Notes, Section, parse_number
+from prodrec.paddle import Notes, Section, parse_number
 
 
 @pytest.mark.parametrize("text, value", [

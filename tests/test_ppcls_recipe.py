@@ -1,8 +1,8 @@
 import pytest
 
 from prodrec.losses import build_loss
-from prodrec.ppcls_reader import Notes, Section
-from prodrec.ppcls_recipe import (backbone_mean_std, translate_arch, translate_losses, translate_metrics,
+from prodrec.paddle import Notes, Section
+from prodrec.paddle import (backbone_mean_std, translate_arch, translate_losses, translate_metrics,
                                   translate_optimizer)
 
 ARCH = {"name": "RecModel", "Backbone": {"name": "ResNet50_vd", "pretrained": False},

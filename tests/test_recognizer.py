@@ -5,10 +5,10 @@ from PIL import Image
 
 pytest.importorskip("faiss")
 
-from prodrec.data.synthetic import make_synthetic_inshop  # noqa: E402
+from prodrec.data import make_synthetic_inshop  # noqa: E402
 from prodrec.gallery import build_gallery  # noqa: E402
 from prodrec.models import Embedder  # noqa: E402
-from prodrec.recognizer import UNKNOWN, Recognizer, read_inshop_boxes  # noqa: E402
+from prodrec.gallery import UNKNOWN, Recognizer, read_inshop_boxes  # noqa: E402
 
 
 def tiny_embedder(seed=0):

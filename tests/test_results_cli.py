@@ -7,10 +7,10 @@ import torch
 from PIL import Image
 
 from prodrec.data import read_inshop
-from prodrec.evaluation import evaluate
+from prodrec.retrieval import evaluate
 from prodrec.models import Embedder
-from prodrec.results_cli import CATEGORY_FILE
-from prodrec.visualize import GridLayout
+from prodrec.cli.results import CATEGORY_FILE
+from prodrec.retrieval import GridLayout
 
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::FutureWarning",
                                         "ignore::DeprecationWarning")

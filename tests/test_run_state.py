@@ -6,7 +6,7 @@ import torch
 
 from prodrec.config import load_config
 from prodrec.data import ImageList
-from prodrec.run_state import check_data_order, data_order, rng_state, set_rng_state
+from prodrec.train import check_data_order, data_order, rng_state, set_rng_state
 
 
 def _draws():

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from prodrec.losses import WeightedLoss
-from prodrec.safety import NonFiniteError, RunLock, StopSignals, all_finite
-from prodrec.training import train_metric
+from prodrec.train import NonFiniteError, RunLock, StopSignals, all_finite
+from prodrec.train import train_metric
 from test_training import tiny_config
 
 
@@ -24,7 +24,7 @@ def test_run_lock_refuses_a_second_run(tmp_path):
 
 HOLD_AND_FORK = """
 import os, sys, time
-from prodrec.safety import RunLock
+from prodrec.train import RunLock
 lock = RunLock(sys.argv[1]).__enter__()
 child = os.fork()
 if child == 0:  # like a DataLoader worker: inherits the open lock file, then outlives its parent a while

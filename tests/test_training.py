@@ -5,12 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prodrec.checkpoint import load_checkpoint
+from prodrec.train import load_checkpoint
 from prodrec.config import load_config
 from prodrec.data import ImageList, RetrievalSplits, make_synthetic_inshop, read_inshop
-from prodrec.data.sampling import SeededSamples
+from prodrec.data import SeededSamples
 from prodrec.models import Embedder
-from prodrec.training import train_metric
+from prodrec.train import train_metric
 
 SMALL = [
     "Arch.Backbone.name=resnet18d", "Global.image_size=32", "DataLoader.batch_size=8", "DataLoader.num_workers=0",

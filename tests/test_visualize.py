@@ -3,8 +3,8 @@ import pytest
 from PIL import Image
 
 from prodrec.data import read_inshop
-from prodrec.data.dataset import ImageList
-from prodrec.visualize import (QUERY_COLOR, RIGHT_COLOR, WRONG_COLOR, GridLayout, category_table, draw_results,
+from prodrec.data import ImageList
+from prodrec.retrieval import (QUERY_COLOR, RIGHT_COLOR, WRONG_COLOR, GridLayout, category_table, draw_results,
                                first_hit_ranks, inshop_category, order_queries, recall_at_1_by_category)
 
 

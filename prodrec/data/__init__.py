@@ -5,12 +5,15 @@ import os
 from typing import Dict, Mapping, Optional, Union
 
 from prodrec.data.aliproducts import read_aliproducts, read_aliproducts_splits
-from prodrec.data.dataset import ImageDataset, ImageList, RetrievalSplits, _check_query_gallery, _confine, _raise_problems
+from prodrec.data.dataset import (ImageDataset, ImageList, RetrievalSplits, check_query_gallery, confine_paths,
+                                  raise_problems, read_lines)
 from prodrec.data.decode import ImageReadError, as_rgb_array, load_image
 from prodrec.data.image_check import BAD_IMAGE_POLICIES, check_images, check_splits
 from prodrec.data.inshop import read_inshop
 from prodrec.data.lists import read_folder_splits, read_image_folder, read_image_list, read_list_splits
+from prodrec.data.sampling import EpochBatches, SeededSamples, apply_small_class_policy
 from prodrec.data.synthetic import make_synthetic_inshop
+from prodrec.data.transforms import ImageTransform, eval_transform, train_transform
 
 __all__ = [
     "ImageDataset",
@@ -32,6 +35,15 @@ __all__ = [
     "read_splits",
     "make_synthetic_inshop",
     "DATASET_READERS",
+    "SPLITS",
+    "raise_problems",
+    "read_lines",
+    "ImageTransform",
+    "train_transform",
+    "eval_transform",
+    "EpochBatches",
+    "SeededSamples",
+    "apply_small_class_policy",
 ]
 
 DATASET_READERS = {"inshop": read_inshop, "list": read_list_splits, "folder": read_folder_splits,
@@ -87,7 +99,7 @@ def _read_split_lists(root: Optional[PathLike], lists: Dict[str, PathLike], imag
             problems.append(f"no {split} list: give its list file or a data root holding {split}_list.txt")
             continue
         list_files[split] = os.path.abspath(os.fspath(lists.get(split) or os.path.join(root, f"{split}_list.txt")))
-    _raise_problems(_confine([(f"{split} list", path) for split, path in list_files.items()], confine_to)[1],
+    raise_problems(confine_paths([(f"{split} list", path) for split, path in list_files.items()], confine_to)[1],
                     "image lists")
     for split, list_path in list_files.items():
         try:
@@ -99,7 +111,7 @@ def _read_split_lists(root: Optional[PathLike], lists: Dict[str, PathLike], imag
             problems.append(str(error))
     if missing and not problems:
         raise FileNotFoundError("; ".join(missing))
-    _raise_problems(missing + problems, "cannot read the image lists")
+    raise_problems(missing + problems, "cannot read the image lists")
     # The lists' labels are item ids: query and gallery share the union of theirs, in numeric order.
     test_classes = [str(label) for label in sorted({int(c) for s in ("query", "gallery")
                                                     for c in listings[s].classes})]
@@ -109,4 +121,4 @@ def _read_split_lists(root: Optional[PathLike], lists: Dict[str, PathLike], imag
 
     splits = RetrievalSplits(train=listings["train"], query=shared(listings["query"]),
                              gallery=shared(listings["gallery"]))
-    return _check_query_gallery(splits, f"image lists {', '.join(list_files.values())}")
+    return check_query_gallery(splits, f"image lists {', '.join(list_files.values())}")

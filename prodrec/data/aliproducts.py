@@ -16,10 +16,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from prodrec.data.dataset import (ImageList, RetrievalSplits, _check_query_gallery, _confine,
-                                  _missing_file_problems, _raise_problems)
+from prodrec.data.dataset import (ImageList, RetrievalSplits, check_query_gallery, confine_paths,
+                                  missing_file_problems, raise_problems)
 from prodrec.data.json_listing import describe, read_images_array
-from prodrec.data.lists import _duplicates, _existing, _pack_block, _parse_list
+from prodrec.data.lists import duplicate_paths, existing_paths, pack_block, parse_list
 from prodrec.data.packed_paths import PackedPaths, PathPacker
 
 __all__ = ["ALIPRODUCTS_NUM_CLASSES", "read_aliproducts", "read_aliproducts_splits"]
@@ -56,7 +56,7 @@ def read_aliproducts(root: str | os.PathLike, listing: str = "train.json", *,
     root, (path,) = _locate(root, [listing], num_classes)
     problems: list[str] = []
     paths, labels = _read_listing(path, root, num_classes, check_files, root if confine_to_root else None, problems)
-    _raise_problems(problems, f"invalid AliProducts listing {path}")
+    raise_problems(problems, f"invalid AliProducts listing {path}")
     return _image_list(paths, labels, num_classes)
 
 
@@ -66,7 +66,7 @@ def read_aliproducts_splits(root: str | os.PathLike, *, train: str = "train.json
     """AliProducts as train / query / gallery listings: query is val, gallery is train.
 
     Retrieval then ranks the training images for each val image (a hit is an image of its class); the
-    classification accuracy on val is :func:`prodrec.classification.classification_accuracy` on ``query``.
+    classification accuracy on val is :func:`prodrec.retrieval.classification_accuracy` on ``query``.
 
     Args:
         root: The AliProducts folder.
@@ -86,20 +86,20 @@ def read_aliproducts_splits(root: str | os.PathLike, *, train: str = "train.json
     confine_to = root if confine_to_root else None
     problems: list[str] = []
     read = [_read_listing(path, root, num_classes, check_files, confine_to, problems) for path in listings]
-    _raise_problems(problems, f"invalid AliProducts listings under {root}")
+    raise_problems(problems, f"invalid AliProducts listings under {root}")
     if num_classes is None:
         num_classes = max(int(labels.max()) for _, labels in read) + 1
     train_list, val_list = (_image_list(paths, labels, num_classes) for paths, labels in read)
     splits = RetrievalSplits(train=train_list, query=val_list, gallery=train_list)
-    return _check_query_gallery(splits, f"AliProducts listings {', '.join(listings)}")
+    return check_query_gallery(splits, f"AliProducts listings {', '.join(listings)}")
 
 
 def _locate(root: str | os.PathLike, listings: list[str], num_classes: Any) -> tuple[str, list[str]]:
     """The absolute root and listing paths (checked), after checking ``num_classes``."""
     if num_classes is not None and (type(num_classes) is not int or num_classes < 1):
         raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
-    root = _existing([root], "AliProducts folder (with train.json, val.json, train/, val/)", os.path.isdir)[0]
-    return root, _existing([os.path.join(root, name) for name in listings], "AliProducts listing")
+    root = existing_paths([root], "AliProducts folder (with train.json, val.json, train/, val/)", os.path.isdir)[0]
+    return root, existing_paths([os.path.join(root, name) for name in listings], "AliProducts listing")
 
 
 def _image_list(paths: Sequence[str], labels: np.ndarray, num_classes: int | None) -> ImageList:
@@ -111,7 +111,7 @@ def _image_list(paths: Sequence[str], labels: np.ndarray, num_classes: int | Non
 def _read_listing(path: str, root: str, num_classes: int | None, check_files: bool, confine_to: str | None,
                   problems: list[str]) -> tuple[Sequence[str], np.ndarray]:
     """Paths and labels of a JSON listing or (any other name) a list; its problems go to ``problems``."""
-    problems.extend(_confine([("listing", path)], confine_to)[1])
+    problems.extend(confine_paths([("listing", path)], confine_to)[1])
     if not path.endswith(".json"):
         return _read_list(path, root, num_classes, check_files, confine_to, problems)
     image_dir = path.removesuffix(".json")
@@ -152,18 +152,18 @@ def _collect(chunks: Iterable[list], path: str, image_dir: str, num_classes: int
                     continue
             paths.append(folders[class_id] + image_id)
             labels.append(label_of[class_id])
-        _pack_block(paths, packer, hashes, prefix)
+        pack_block(paths, packer, hashes, prefix)
     paths = packer.packed()
     if index < 0:
         problems.append(f'{path}: no images listed ("images" is empty)')
     entry_index = _entry_indices(skipped)
-    for position, first in _duplicates(paths, np.frombuffer(hashes, np.int64)):
+    for position, first in duplicate_paths(paths, np.frombuffer(hashes, np.int64)):
         problems.append(f"{path}: images[{entry_index(position)}]: duplicate of images[{entry_index(first)}] "
                         f"({paths[position]})")
     if check_files or confine_to is not None:
-        located, outside = _confine([(f"{path}: images[{entry_index(i)}]", p) for i, p in enumerate(paths)],
+        located, outside = confine_paths([(f"{path}: images[{entry_index(i)}]", p) for i, p in enumerate(paths)],
                                     confine_to)
-        missing = _missing_file_problems(located, image_dir, f"images must be under {image_dir}/<class_id>/"
+        missing = missing_file_problems(located, image_dir, f"images must be under {image_dir}/<class_id>/"
                                          ) if check_files else []
         problems.extend(outside + missing)
     return paths, np.array(labels, dtype=np.int64), problems
@@ -222,7 +222,7 @@ def _entry_indices(skipped: list[int]):
 def _read_list(list_path: str, root: str, num_classes: int | None, check_files: bool, confine_to: str | None,
                problems: list[str]) -> tuple[Sequence[str], np.ndarray]:
     """Paths and class-id labels of a ``path label`` list; its problems go to ``problems``."""
-    paths, labels, found = _parse_list(list_path, root, check_files, confine_to)
+    paths, labels, found = parse_list(list_path, root, check_files, confine_to)
     problems.extend(found)
     if num_classes is not None:
         for position in np.flatnonzero(labels >= num_classes).tolist():

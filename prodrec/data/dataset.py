@@ -13,11 +13,11 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from prodrec.data.decode import ImageReadError, _printable, as_rgb_array, load_image
+from prodrec.data.decode import ImageReadError, printable_path, as_rgb_array, load_image
 from prodrec.data.packed_paths import PackedPaths
 
 # ImageReadError, load_image and as_rgb_array live in prodrec.data.decode and are re-exported here.
-__all__ = ["ImageList", "RetrievalSplits", "ImageDataset", "ImageReadError", "load_image", "as_rgb_array"]
+__all__ = ["ImageList", "RetrievalSplits", "ImageDataset", "ImageReadError", "load_image", "as_rgb_array", "raise_problems", "read_lines", "confine_paths", "check_query_gallery", "missing_file_problems", "problem_report"]
 
 _MAX_PROBLEMS_SHOWN = 20
 
@@ -139,7 +139,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return f"ImageDataset({self.images!r}, transform={self.transform!r}, decode_size={self.decode_size})"
 
 
-def _problem_report(problems: Sequence[str], what: str) -> str:
+def problem_report(problems: Sequence[str], what: str) -> str:
     """``what: N problem(s):`` and the problems, one a line (the first 20, then a count)."""
     shown = "\n  ".join(problems[:_MAX_PROBLEMS_SHOWN])
     more = len(problems) - _MAX_PROBLEMS_SHOWN
@@ -147,13 +147,13 @@ def _problem_report(problems: Sequence[str], what: str) -> str:
     return f"{what}: {len(problems)} problem(s):\n  {shown}{tail}"
 
 
-def _raise_problems(problems: Sequence[str], what: str) -> None:
+def raise_problems(problems: Sequence[str], what: str) -> None:
     """Raise one ValueError listing every problem (the first 20, then a count); no-op when empty."""
     if problems:
-        raise ValueError(_problem_report(problems, what))
+        raise ValueError(problem_report(problems, what))
 
 
-def _check_query_gallery(splits: RetrievalSplits, what: str) -> RetrievalSplits:
+def check_query_gallery(splits: RetrievalSplits, what: str) -> RetrievalSplits:
     """Reject query/gallery sets with no common item; warn about queries without a gallery match."""
     if not np.isin(splits.query.labels, splits.gallery.labels).any():
         raise ValueError(f"{what}: no query item has a gallery image, so retrieval cannot be evaluated; "
@@ -165,7 +165,7 @@ def _check_query_gallery(splits: RetrievalSplits, what: str) -> RetrievalSplits:
     return splits
 
 
-def _read_lines(path: str) -> list[str]:
+def read_lines(path: str) -> list[str]:
     """The lines of a UTF-8 text listing; ValueError naming every line (file:line) that is not UTF-8."""
     with open(path, "rb") as file:
         data = file.read()
@@ -180,11 +180,11 @@ def _read_lines(path: str) -> list[str]:
                 problems.append(f"{path}:{number}: byte {line[bad.start]:#04x} at column {bad.start + 1} is not "
                                 f"UTF-8: {line.decode('utf-8', 'backslashreplace').strip()}")
         assert problems, "a UTF-8 error that no line has"
-        raise ValueError(_problem_report(problems, f"{path} is not a UTF-8 text file (re-save it as UTF-8, e.g. "
+        raise ValueError(problem_report(problems, f"{path} is not a UTF-8 text file (re-save it as UTF-8, e.g. "
                                                    "with `iconv -f latin1 -t utf-8`)")) from error
 
 
-def _missing_file_problems(located: Sequence[tuple[str, str]], root: str, hint: str) -> list[str]:
+def missing_file_problems(located: Sequence[tuple[str, str]], root: str, hint: str) -> list[str]:
     """``'<where>: image not found: <path>'`` per missing path of ``(where, path)``; a summary first when
     none of them exists (then ``hint`` says how to point the reader at the images)."""
     missing = [f"{where}: image not found: {path}" for where, path in located if not os.path.isfile(path)]
@@ -193,7 +193,7 @@ def _missing_file_problems(located: Sequence[tuple[str, str]], root: str, hint: 
     return missing
 
 
-def _confine(located: Sequence[tuple[str, str]], root: Optional[str]) -> tuple[list[tuple[str, str]], list[str]]:
+def confine_paths(located: Sequence[tuple[str, str]], root: Optional[str]) -> tuple[list[tuple[str, str]], list[str]]:
     """Split ``(where, path)`` pairs into those inside ``root`` after resolving symlinks and ``..`` and problems
     naming the others (a how-to-fix line first); all are inside when ``root`` is None."""
     if root is None:
@@ -213,10 +213,10 @@ def _confine(located: Sequence[tuple[str, str]], root: Optional[str]) -> tuple[l
         if real == real_root or real.startswith(prefix):
             inside.append((where, path))
         else:
-            outside.append(f"{where}: {_printable(path)}" + (f" (resolves to {_printable(real)})" if real != path
+            outside.append(f"{where}: {printable_path(path)}" + (f" (resolves to {printable_path(real)})" if real != path
                                                              else ""))
     if outside:
-        outside.insert(0, f"{len(outside)} listed path(s) lie outside the data root {_printable(real_root)} "
+        outside.insert(0, f"{len(outside)} listed path(s) lie outside the data root {printable_path(real_root)} "
                           "(after resolving symlinks and '..') and confinement to it is on: move or copy those "
                           "files under the data root (and fix the list), or turn confinement off")
     return inside, outside

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["ImageReadError", "load_image", "as_rgb_array"]
+__all__ = ["ImageReadError", "load_image", "as_rgb_array", "printable_path"]
 
 
 class ImageReadError(ValueError):
@@ -136,13 +136,13 @@ def _jpeg_ends(data: bytes) -> bool:
     return False
 
 
-def _printable(name: str) -> str:
+def printable_path(name: str) -> str:
     """A file name with bytes that are not UTF-8 shown as ``\\xNN`` (printable on any UTF-8 stream)."""
     return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _read_error(name: str, reason: str) -> ImageReadError:
-    return ImageReadError(f"cannot read image {_printable(name)}: {reason}", [(name, reason)])
+    return ImageReadError(f"cannot read image {printable_path(name)}: {reason}", [(name, reason)])
 
 
 def as_rgb_array(image: Any) -> np.ndarray:

@@ -9,8 +9,8 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from prodrec.data.dataset import ImageList, RetrievalSplits, _problem_report
-from prodrec.data.decode import ImageReadError, _printable, load_image
+from prodrec.data.dataset import ImageList, RetrievalSplits, problem_report
+from prodrec.data.decode import ImageReadError, printable_path, load_image
 
 __all__ = ["BAD_IMAGE_POLICIES", "check_images", "check_splits"]
 
@@ -121,5 +121,5 @@ def _bad_images_error(bad: dict[str, str], total: int, why: str) -> ImageReadErr
     fix = (f"{why}; fix or remove them" if why else
            "fix or remove them, or skip them (policy 'skip', CLI --on-bad-image skip)")
     what = f"{len(bad)} of {total} images cannot be read ({fix})"
-    return ImageReadError(_problem_report([f"{_printable(path)}: {reason}" for path, reason in bad.items()], what),
+    return ImageReadError(problem_report([f"{printable_path(path)}: {reason}" for path, reason in bad.items()], what),
                           list(bad.items()))

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from prodrec.data.dataset import (ImageList, RetrievalSplits, _check_query_gallery, _confine, _missing_file_problems,
-                                  _raise_problems, _read_lines)
+from prodrec.data.dataset import (ImageList, RetrievalSplits, check_query_gallery, confine_paths, missing_file_problems,
+                                  raise_problems, read_lines)
 
 __all__ = ["read_inshop"]
 
@@ -37,8 +37,8 @@ def read_inshop(root: str | os.PathLike, *, check_files: bool = True, confine_to
             f"<root>/{_PARTITION_FILE.replace(os.sep, '/')} and the images under <root>/img/...; "
             "pass the folder that holds Eval/ and img/ as root")
     confine_to = root if confine_to_root else None
-    _raise_problems(_confine([("partition file", partition)], confine_to)[1], "DeepFashion In-shop")
-    lines = _read_lines(partition)
+    raise_problems(confine_paths([("partition file", partition)], confine_to)[1], "DeepFashion In-shop")
+    lines = read_lines(partition)
     problems: list[str] = []
 
     declared = None
@@ -80,13 +80,13 @@ def read_inshop(root: str | os.PathLike, *, check_files: bool = True, confine_to
     for status, entries in rows.items():
         if not entries:
             problems.append(f"{partition}: no '{status}' rows (the {status} split is empty)")
-    located, outside = _confine([(f"{partition}:{number}", path) for number, path in
+    located, outside = confine_paths([(f"{partition}:{number}", path) for number, path in
                                  sorted((number, path) for split in rows.values() for number, path, _ in split)],
                                 confine_to)
     problems.extend(outside)
     if check_files:
-        problems.extend(_missing_file_problems(located, root, "root must be the folder that holds Eval/ and img/"))
-    _raise_problems(problems, f"invalid DeepFashion In-shop partition {partition}")
+        problems.extend(missing_file_problems(located, root, "root must be the folder that holds Eval/ and img/"))
+    raise_problems(problems, f"invalid DeepFashion In-shop partition {partition}")
 
     def listing(entries: list[tuple[int, str, str]], classes: list[str] | None = None) -> ImageList:
         return ImageList.from_names([path for _, path, _ in entries], [item for _, _, item in entries],
@@ -95,5 +95,5 @@ def read_inshop(root: str | os.PathLike, *, check_files: bool = True, confine_to
     test_items = sorted({item for status in ("query", "gallery") for _, _, item in rows[status]})
     splits = RetrievalSplits(train=listing(rows["train"]), query=listing(rows["query"], test_items),
                              gallery=listing(rows["gallery"], test_items))
-    return _check_query_gallery(splits, f"DeepFashion In-shop partition {partition}")
+    return check_query_gallery(splits, f"DeepFashion In-shop partition {partition}")
 

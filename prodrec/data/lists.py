@@ -8,11 +8,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from prodrec.data.dataset import (ImageList, RetrievalSplits, _check_query_gallery, _confine, _missing_file_problems,
-                                  _printable, _raise_problems, _read_lines)
+from prodrec.data.dataset import (ImageList, RetrievalSplits, check_query_gallery, confine_paths, missing_file_problems,
+                                  raise_problems, read_lines)
+from prodrec.data.decode import printable_path
 from prodrec.data.packed_paths import PackedPaths, PathPacker
 
-__all__ = ["IMAGE_EXTENSIONS", "read_image_list", "read_image_folder", "read_list_splits", "read_folder_splits"]
+__all__ = ["IMAGE_EXTENSIONS", "read_image_list", "read_image_folder", "read_list_splits", "read_folder_splits", "duplicate_paths", "existing_paths", "pack_block", "parse_list"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _SPLITS = ("train", "query", "gallery")
@@ -40,11 +41,11 @@ def read_image_list(list_path: str | os.PathLike, *, image_root: str | os.PathLi
         FileNotFoundError: The list file does not exist.
         ValueError: The list is invalid (every problem listed with file:line).
     """
-    list_path = _existing([list_path], "image list")[0]
+    list_path = existing_paths([list_path], "image list")[0]
     root = os.path.dirname(list_path) if image_root is None else os.path.abspath(os.fspath(image_root))
     confine_to = None if confine_to is None else os.path.abspath(os.fspath(confine_to))
-    paths, labels, problems = _parse_list(list_path, root, check_files, confine_to)
-    _raise_problems(problems, f"invalid image list {list_path}")
+    paths, labels, problems = parse_list(list_path, root, check_files, confine_to)
+    raise_problems(problems, f"invalid image list {list_path}")
     return _numbered(paths, labels, np.unique(labels))
 
 
@@ -62,9 +63,9 @@ def read_image_folder(root: str | os.PathLike, *, check_files: bool = True,
         ValueError: No class folders, a class folder without images, or (with ``confine_to_root``) a symlink
             out of ``root``; all problems listed.
     """
-    root = _existing([root], "image folder", os.path.isdir)[0]
+    root = existing_paths([root], "image folder", os.path.isdir)[0]
     paths, names, problems = _scan_folder(root, check_files, root if confine_to_root else None)
-    _raise_problems(problems, f"invalid image folder {root}")
+    raise_problems(problems, f"invalid image folder {root}")
     return ImageList.from_names(paths, names)
 
 
@@ -82,21 +83,21 @@ def read_list_splits(root: str | os.PathLike, *, train: str = "train_list.txt", 
         ValueError: A list is invalid (every problem in all three listed), or no query item has a gallery image.
     """
     root = os.path.abspath(os.fspath(root))
-    list_paths = _existing([os.path.join(root, name) for name in (train, query, gallery)], "image list")
+    list_paths = existing_paths([os.path.join(root, name) for name in (train, query, gallery)], "image list")
     confine_to = root if confine_to_root else None
-    problems = _confine([(f"{split} list", path) for split, path in zip(_SPLITS, list_paths)], confine_to)[1]
-    _raise_problems(problems, f"image lists under {root}")
+    problems = confine_paths([(f"{split} list", path) for split, path in zip(_SPLITS, list_paths)], confine_to)[1]
+    raise_problems(problems, f"image lists under {root}")
     parsed: dict[str, tuple[Sequence[str], np.ndarray]] = {}
     for split, list_path in zip(_SPLITS, list_paths):
-        paths, labels, found = _parse_list(list_path, root, check_files, confine_to)
+        paths, labels, found = parse_list(list_path, root, check_files, confine_to)
         parsed[split] = (paths, labels)
         problems.extend(found)
-    _raise_problems(problems, f"invalid image lists under {root}")
+    raise_problems(problems, f"invalid image lists under {root}")
     test_labels = np.union1d(parsed["query"][1], parsed["gallery"][1])
     splits = RetrievalSplits(train=_numbered(*parsed["train"], np.unique(parsed["train"][1])),
                              query=_numbered(*parsed["query"], test_labels),
                              gallery=_numbered(*parsed["gallery"], test_labels))
-    return _check_query_gallery(splits, f"image lists under {root}")
+    return check_query_gallery(splits, f"image lists under {root}")
 
 
 def read_folder_splits(root: str | os.PathLike, *, check_files: bool = True,
@@ -111,22 +112,22 @@ def read_folder_splits(root: str | os.PathLike, *, check_files: bool = True,
         ValueError: A split is invalid (all problems listed), or no query item has a gallery image.
     """
     root = os.path.abspath(os.fspath(root))
-    folders = _existing([os.path.join(root, split) for split in _SPLITS],
+    folders = existing_paths([os.path.join(root, split) for split in _SPLITS],
                         f"split folder (expected {root}/{{train,query,gallery}}/<class>/<image>)", os.path.isdir)
     scanned, problems = {}, []
     for split, folder in zip(_SPLITS, folders):
         paths, names, found = _scan_folder(folder, check_files, root if confine_to_root else None)
         scanned[split] = (paths, names)
         problems.extend(found)
-    _raise_problems(problems, f"invalid image folders under {root}")
+    raise_problems(problems, f"invalid image folders under {root}")
     test_classes = sorted(set(scanned["query"][1]) | set(scanned["gallery"][1]))
     splits = RetrievalSplits(train=ImageList.from_names(*scanned["train"]),
                              query=ImageList.from_names(*scanned["query"], classes=test_classes),
                              gallery=ImageList.from_names(*scanned["gallery"], classes=test_classes))
-    return _check_query_gallery(splits, f"image folders under {root}")
+    return check_query_gallery(splits, f"image folders under {root}")
 
 
-def _parse_list(list_path: str, root: str, check_files: bool,
+def parse_list(list_path: str, root: str, check_files: bool,
                 confine_to: str | None) -> tuple[PackedPaths, np.ndarray, list[str]]:
     """Absolute paths (packed), int64 labels and the problems found in one list file (read a line at a time)."""
     packer, hashes = PathPacker(), array("q")  # the paths read and the hash of each as read (relative or whole)
@@ -157,12 +158,12 @@ def _parse_list(list_path: str, root: str, check_files: bool,
         labels.append(value)
         numbers.append(number)
         if len(block) == _BLOCK_LINES:
-            _pack_block(block, packer, hashes, prefix, whole=whole)
+            pack_block(block, packer, hashes, prefix, whole=whole)
             whole = False
-    _pack_block(block, packer, hashes, prefix, whole=whole)
+    pack_block(block, packer, hashes, prefix, whole=whole)
     paths = packer.packed()
     labels, numbers = np.frombuffer(labels, np.int64), np.frombuffer(numbers, np.int64)
-    repeated = _duplicates(paths, np.frombuffer(hashes, np.int64))
+    repeated = duplicate_paths(paths, np.frombuffer(hashes, np.int64))
     if repeated:
         lines = numbers.tolist()
         wanted = {lines[position] for position, _ in repeated}
@@ -179,11 +180,11 @@ def _parse_list(list_path: str, root: str, check_files: bool,
     if not paths and not found:
         found.append(f"{list_path}: no images listed")
     if check_files or confine_to is not None:
-        located, outside = _confine([(f"{list_path}:{number}", path) for number, path in zip(numbers.tolist(), paths)],
+        located, outside = confine_paths([(f"{list_path}:{number}", path) for number, path in zip(numbers.tolist(), paths)],
                                     confine_to)
         found.extend(outside)
         if check_files:
-            found.extend(_missing_file_problems(located, root, "paths are relative to the image root "
+            found.extend(missing_file_problems(located, root, "paths are relative to the image root "
                                                                "(the list's folder unless image_root is set)"))
     return paths, labels.copy(), found
 
@@ -224,11 +225,11 @@ def _stream_lines(path: str) -> Iterator[str]:
         with open(path, encoding="utf-8-sig") as file:
             yield from file
     except UnicodeDecodeError:
-        _read_lines(path)  # raises a ValueError naming every line that is not UTF-8
+        read_lines(path)  # raises a ValueError naming every line that is not UTF-8
         raise
 
 
-def _pack_block(block: list[str], packer: PathPacker, hashes: array, prefix: str, *, whole: bool = False) -> None:
+def pack_block(block: list[str], packer: PathPacker, hashes: array, prefix: str, *, whole: bool = False) -> None:
     """Move the paths of ``block`` (relative to ``prefix``; with ``whole``, absolute ones are whole) to ``packer``
     and their hashes as written to ``hashes`` (a whole path lies outside ``prefix``: never equal to a relative
     one)."""
@@ -240,7 +241,7 @@ def _pack_block(block: list[str], packer: PathPacker, hashes: array, prefix: str
     block.clear()
 
 
-def _duplicates(items: Sequence[str], hashes: np.ndarray) -> list[tuple[int, int]]:
+def duplicate_paths(items: Sequence[str], hashes: np.ndarray) -> list[tuple[int, int]]:
     """``(position, position of its first occurrence)`` of every repeated item, in order.
 
     Sorting the items' hashes (equal items, equal hashes) finds the candidates without a set of millions of strings.
@@ -275,18 +276,18 @@ def _scan_folder(root: str, check_files: bool, confine_to: str | None) -> tuple[
         folder = os.path.join(root, name)
         files = sorted(f for f in os.listdir(folder) if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
         if not files:
-            problems.append(f"{_printable(folder)}: no images (extensions {', '.join(IMAGE_EXTENSIONS)})")
+            problems.append(f"{printable_path(folder)}: no images (extensions {', '.join(IMAGE_EXTENSIONS)})")
         for file in files:
             path = os.path.join(folder, file)
             if check_files and not os.path.isfile(path):
-                problems.append(f"{_printable(path)}: not a regular file (a broken link or a folder?)")
+                problems.append(f"{printable_path(path)}: not a regular file (a broken link or a folder?)")
             paths.append(path)
             names.append(name)
-    problems.extend(_confine([("image", path) for path in paths], confine_to)[1])
+    problems.extend(confine_paths([("image", path) for path in paths], confine_to)[1])
     return paths, names, problems
 
 
-def _existing(paths: list, what: str, exists=os.path.isfile) -> list[str]:
+def existing_paths(paths: list, what: str, exists=os.path.isfile) -> list[str]:
     """Absolute paths; FileNotFoundError naming every one for which ``exists`` is false."""
     paths = [os.path.abspath(os.fspath(path)) for path in paths]
     missing = [path for path in paths if not exists(path)]

@@ -144,7 +144,7 @@ def _drawn_with(state: np.random.RandomState, sampler: MPerClassSampler) -> np.n
 
 class SeededSamples(torch.utils.data.Dataset):
     """``dataset[index]`` for the ``(index, seed)`` items of :class:`EpochBatches`, with ``transform`` (the
-    :class:`~prodrec.data.transforms.ImageTransform` the dataset applies) reseeded by ``seed`` first, so a
+    :class:`~prodrec.data.ImageTransform` the dataset applies) reseeded by ``seed`` first, so a
     sample's augmentation depends on its seed only, whichever worker loads it.
     """
 

@@ -22,7 +22,7 @@ from prodrec.data.synthetic_drawing import KINDS, VIEW_WORDS, render_item, rende
 __all__ = ["SyntheticInfo", "make_synthetic_inshop"]
 
 _MARKER = ".prodrec_synthetic.json"
-_GENERATOR = "prodrec.data.synthetic.make_synthetic_inshop"
+_GENERATOR = "prodrec.data.make_synthetic_inshop"
 _FORMAT_VERSION = 3  # bump when the pictures change, so that older sets are regenerated
 @dataclass(frozen=True)
 class SyntheticInfo:

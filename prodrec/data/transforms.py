@@ -21,7 +21,7 @@ class ImageTransform:
     Its random state is drawn from torch's global generator when built (so ``torch.manual_seed`` makes
     augmentation reproducible) and re-drawn from the worker seed inside each DataLoader worker, so forked
     workers do not repeat each other's augmentations. :meth:`reseed` replaces both: training reseeds it
-    per sample (:class:`~prodrec.data.sampling.SeededSamples`), making each augmentation a pure function
+    per sample (:class:`~prodrec.data.SeededSamples`), making each augmentation a pure function
     of the sample's seed whatever worker or process runs it.
 
     Args:

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image, ImageOps
 
 import prodrec.data.decode as decode
-from prodrec.data.decode import ImageReadError, load_image
-from prodrec.data.lists import read_image_folder
+from prodrec.data import ImageReadError, load_image
+from prodrec.data import read_image_folder
 
 EXIF_ORIENTATION = 0x0112
 
@@ -211,7 +211,7 @@ def test_decompression_bomb_limit(tmp_path, monkeypatch):
 def test_opencv_pixel_limit_is_reported(tmp_path):
     """OpenCV reads OPENCV_IO_MAX_IMAGE_PIXELS once, when cv2 loads: check it in a fresh interpreter."""
     path = _save(tmp_path / "image.png", np.zeros((20, 30, 3), np.uint8), "PNG")
-    code = ("from prodrec.data.decode import load_image, ImageReadError\n"
+    code = ("from prodrec.data import load_image, ImageReadError\n"
             f"try:\n    load_image({path!r})\nexcept ImageReadError as error:\n    print(error)\n")
     env = dict(os.environ, OPENCV_IO_MAX_IMAGE_PIXELS="100")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from prodrec.data.dataset import ImageDataset, ImageList, RetrievalSplits
+from prodrec.data import ImageDataset, ImageList, RetrievalSplits
 from prodrec.data.packed_paths import PackedPaths
 
 

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from prodrec.data.decode import ImageReadError, load_image
+from prodrec.data import ImageReadError, load_image
 
 
 def _write(path, image):

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from prodrec.data.inshop import read_inshop
+from prodrec.data import read_inshop
 
 HEADER = "image_name item_id evaluation_status"
 ROWS = [

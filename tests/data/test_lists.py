@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from prodrec.data import lists
-from prodrec.data.lists import read_folder_splits, read_image_folder, read_image_list, read_list_splits
+from prodrec.data import read_folder_splits, read_image_folder, read_image_list, read_list_splits
 
 
 def _image(path):
@@ -266,7 +266,7 @@ def test_the_streaming_parser_agrees_with_a_read_all_reference(tmp_path, monkeyp
         newline = rng.choice(["\n", "\r\n"])
         list_path.write_bytes(("\ufeff" * (trial % 2) + newline.join(_random_line(rng) for _ in range(40))
                                + newline * (trial % 3 == 0)).encode())
-        paths, labels, problems = lists._parse_list(str(list_path), root, False, None)
+        paths, labels, problems = lists.parse_list(str(list_path), root, False, None)
         expected_paths, expected_labels, expected_problems = _reference_parse(list_path, root)
         assert list(paths) == expected_paths and labels.tolist() == expected_labels and labels.dtype == np.int64
         assert problems == (expected_problems or ([] if paths else [f"{list_path}: no images listed"]))
@@ -296,5 +296,5 @@ def test_duplicates_agree_with_a_set_based_search():
         items, first = [str(rng.randrange(30)) for _ in range(rng.randrange(60))], {}
         expected = [(position, first[item]) for position, item in enumerate(items)
                     if first.setdefault(item, position) != position]
-        assert lists._duplicates(items, np.fromiter(map(hash, items), np.int64)) == expected
-        assert lists._duplicates(items, np.zeros(len(items), np.int64)) == expected  # every pair a candidate
+        assert lists.duplicate_paths(items, np.fromiter(map(hash, items), np.int64)) == expected
+        assert lists.duplicate_paths(items, np.zeros(len(items), np.int64)) == expected  # every pair a candidate

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from prodrec.data.sampling import EpochBatches, SeededSamples
-from prodrec.data.transforms import eval_transform, train_transform
+from prodrec.data import EpochBatches, SeededSamples
+from prodrec.data import eval_transform, train_transform
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

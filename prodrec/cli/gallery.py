@@ -1,0 +1,204 @@
+"""The ``prodrec index build|add|remove|info`` and ``prodrec search`` commands.
+
+A gallery folder made by ``prodrec index build`` holds the saved :class:`~prodrec.gallery.GalleryIndex` and
+``embedder.pt``, a copy of the model that embedded it, which ``add`` and ``search`` use unless
+``--checkpoint`` names another file. Heavy libraries load inside the handlers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict
+
+__all__ = ["add_commands", "MODEL_FILE"]
+
+MODEL_FILE = "embedder.pt"
+
+
+def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[argparse.Namespace], int]]:
+    """Add ``index`` and ``search`` to a ``prodrec`` subparsers object; returns ``{command: handler}``."""
+    index = commands.add_parser("index", help="build, update and inspect a product gallery (faiss index)")
+    actions = index.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+
+    build = actions.add_parser("build", help="embed gallery images with a model and index them")
+    build.add_argument("--checkpoint", required=True, help="best.pt, last.pt or a saved Embedder")
+    _add_image_args(build)
+    build.add_argument("--type", default="Flat", help="Flat (exact, default), HNSW32, IVF{n},Flat or IVF{n},PQ{m}")
+    build.add_argument("--metric", choices=["ip", "l2"], default="ip", help="ip: cosine similarity (default)")
+    build.add_argument("--output", required=True, help="gallery folder to write")
+    build.add_argument("--no-features", action="store_true", help="do not keep features (rebuild impossible)")
+    build.add_argument("--nprobe", type=int, help="IVF lists searched per query (faiss default 1)")
+    build.add_argument("--ef-search", type=int, help="HNSW search depth (faiss default 16)")
+
+    add = actions.add_parser("add", help="embed more images and add them to a gallery")
+    add.add_argument("--index", required=True, help="gallery folder")
+    add.add_argument("--checkpoint", help=f"model or its export (default: the gallery's {MODEL_FILE})")
+    _add_image_args(add)
+
+    remove = actions.add_parser("remove", help="remove images by id or all images of products")
+    remove.add_argument("--index", required=True, help="gallery folder")
+    which = remove.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", dest="ids", type=int, nargs="+", help="image ids")
+    which.add_argument("--label", dest="labels", nargs="+", help="product labels")
+    remove.add_argument("--rebuild", action="store_true", help="rebuild from kept features (needed for HNSW)")
+
+    info = actions.add_parser("info", help="describe a gallery")
+    info.add_argument("--index", required=True, help="gallery folder")
+    info.add_argument("--json", action="store_true", help="print as JSON")
+
+    search = commands.add_parser("search", help="recognise the products in images with a gallery")
+    search.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    search.add_argument("--index", required=True, help="gallery folder (from prodrec index build)")
+    search.add_argument("--checkpoint", help=f"model or its export (default: the gallery's {MODEL_FILE})")
+    search.add_argument("--k", type=int, default=5, help="gallery matches per region (default 5)")
+    search.add_argument("--threshold", type=float, default=0.5, help="accept the top-1 at this score (default 0.5)")
+    search.add_argument("--inshop-boxes", metavar="ROOT",
+                        help="crop each image to its box in ROOT/Anno/list_bbox_inshop.txt (images under ROOT)")
+    search.add_argument("--rerank", choices=["qe", "k-reciprocal"],
+                        help="re-rank the matches: query expansion or k-reciprocal (scores change meaning)")
+    search.add_argument("--device", default="auto")
+    search.add_argument("--json", action="store_true", help="print the results as JSON")
+    return {"index": _index, "search": _search}
+
+
+def _add_image_args(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--list", help="gallery list: 'path label [product name]' lines")
+    source.add_argument("--folder", help="folder of <label>/<image> files")
+    parser.add_argument("--image-root", help="folder the --list paths are relative to (default: the list's)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _index(args: argparse.Namespace) -> int:
+    return {"build": _build, "add": _add, "remove": _remove, "info": _info}[args.index_command](args)
+
+
+def _load_model(path: str, device: str):
+    """An Embedder from a checkpoint or saved model, or an ExportedEmbedder when its export JSON lies beside it."""
+    from prodrec.models import ExportedEmbedder, metadata_path
+    from prodrec.models import Embedder
+    from prodrec.train import resolve_device
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file {path} not found; pass --checkpoint with the gallery's model")
+    if metadata_path(path).is_file():
+        return ExportedEmbedder(path, device=resolve_device(device).type)
+    return Embedder.load(path).to(resolve_device(device))
+
+
+def _images(args: argparse.Namespace):
+    from prodrec.gallery import read_gallery_list
+
+    if args.image_root and not args.list:
+        raise ValueError("--image-root applies to --list only")
+    return read_gallery_list(args.list, image_root=args.image_root) if args.list else args.folder
+
+
+def _build(args: argparse.Namespace) -> int:
+    from prodrec.models import ExportedEmbedder
+    from prodrec.gallery import build_gallery
+
+    model = _load_model(args.checkpoint, args.device)
+    if isinstance(model, ExportedEmbedder):
+        raise ValueError(f"{args.checkpoint} is an exported model, but the gallery folder keeps the PyTorch model "
+                         f"({MODEL_FILE}); build with best.pt or a saved Embedder, then add and search with either")
+    gallery = build_gallery(model, _images(args), index_type=args.type, metric=args.metric,
+                            keep_features=not args.no_features, batch_size=args.batch_size, progress=not args.quiet)
+    if args.nprobe is not None:
+        gallery.nprobe = args.nprobe
+    if args.ef_search is not None:
+        gallery.ef_search = args.ef_search
+    output = gallery.save(args.output)
+    handle, temporary = tempfile.mkstemp(prefix=f".{MODEL_FILE}.", suffix=".tmp", dir=output)
+    os.close(handle)
+    os.replace(model.save(temporary), output / MODEL_FILE)
+    print(f"indexed {len(gallery)} images of {len(set(gallery.labels))} products ({gallery.index_type}) in {output}")
+    return 0
+
+
+def _add(args: argparse.Namespace) -> int:
+    from prodrec.gallery import add_images
+    from prodrec.gallery import GalleryIndex
+
+    gallery = GalleryIndex.load(args.index)
+    model = _load_model(args.checkpoint or os.path.join(args.index, MODEL_FILE), args.device)
+    ids = add_images(gallery, model, _images(args), batch_size=args.batch_size, progress=not args.quiet)
+    gallery.save(args.index)
+    print(f"added {len(ids)} images (ids {ids[0]}..{ids[-1]}); the gallery holds {len(gallery)}")
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    from prodrec.gallery import GalleryIndex
+
+    gallery = GalleryIndex.load(args.index)
+    removed = gallery.remove(ids=args.ids, label=args.labels, rebuild=args.rebuild)
+    gallery.save(args.index)
+    print(f"removed {removed} images; the gallery holds {len(gallery)}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from prodrec.gallery import GalleryIndex
+
+    gallery = GalleryIndex.load(args.index)
+    files = {name: os.path.getsize(Path(args.index, name)) for name in ("index.faiss", "meta.npz")}
+    info = {"folder": str(args.index), "index_type": gallery.index_type, "metric": gallery.metric,
+            "dim": gallery.dim, "images": len(gallery), "products": len(set(gallery.labels)),
+            "nprobe": gallery.nprobe, "ef_search": gallery.ef_search, "features_kept": gallery.keep_features,
+            "file_bytes": files, "bytes_per_image": round(sum(files.values()) / max(len(gallery), 1)),
+            "embedder": gallery.embedder_info}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for key, value in info.items():
+        print(f"{key:16}{value}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from prodrec.gallery import GalleryIndex
+    from prodrec.gallery import Recognizer, read_inshop_boxes
+
+    gallery = GalleryIndex.load(args.index)
+    model = _load_model(args.checkpoint or os.path.join(args.index, MODEL_FILE), args.device)
+    recognizer = Recognizer(model, gallery, k=args.k, threshold=args.threshold, rerank=args.rerank)
+    boxes = {}
+    if args.inshop_boxes:
+        known = read_inshop_boxes(args.inshop_boxes)
+        keys = {image: Path(os.path.relpath(os.path.abspath(image), args.inshop_boxes)).as_posix()
+                for image in args.images}
+        missing = [image for image, key in keys.items() if key not in known]
+        if missing:
+            raise ValueError(f"no box in {args.inshop_boxes}/Anno/list_bbox_inshop.txt for {len(missing)} "
+                             f"images: {missing[:20]}")
+        boxes = {image: [known[key]] for image, key in keys.items()}
+    results = [(image, recognizer.recognize(image, boxes.get(image))) for image in args.images]
+    if args.json:
+        print(json.dumps([{"image": image, "regions": [_as_dict(r) for r in regions]} for image, regions in results],
+                         indent=2))
+        return 0
+    for image, regions in results:
+        for region in regions:
+            name = f" ({region.name})" if region.name else ""
+            print(f"{image} {list(region.box)}: {region.label}{name} score {region.score:.3f}")
+            for rank, match in enumerate(region.matches, start=1):
+                print(f"  {rank}. {match.label} {match.score:.3f} id {match.id}{f' ({match.name})' if match.name else ''}")
+    return 0
+
+
+def _as_dict(region: Any) -> Dict[str, Any]:
+    return {"box": list(region.box), "label": region.label, "accepted": region.accepted, "name": region.name,
+            "score": _finite(region.score),
+            "matches": [{**match._asdict(), "score": _finite(match.score)} for match in region.matches]}
+
+
+def _finite(score: float) -> Any:
+    """The score, or None for the infinite score of an empty gallery (JSON has no infinity)."""
+    return score if math.isfinite(score) else None

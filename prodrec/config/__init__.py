@@ -1,0 +1,17 @@
+"""Config: the typed sections of a run (seed / PaddleClas section names), loaded once from YAML.
+
+Example:
+    >>> from prodrec.config import load_config
+    >>> load_config("inshop_ce_triplet", overrides=["Global.epochs=2"]).Global.epochs
+    2
+"""
+from prodrec.config.load import CONFIG_DIR, builtin_config_names, builtin_config_path, load_config
+from prodrec.config.schema import ConfigError, merge_into
+from prodrec.config.sections import (SPLITS, ArchConfig, BackboneConfig, Config, DataLoaderConfig, GlobalConfig,
+                                     HeadConfig, LossConfig, LRConfig, MetricConfig, NeckConfig, OptimizerConfig,
+                                     RegularizerConfig, StopLayerConfig)
+
+__all__ = ["Config", "GlobalConfig", "ArchConfig", "BackboneConfig", "StopLayerConfig", "NeckConfig", "HeadConfig",
+           "LossConfig", "OptimizerConfig", "LRConfig", "RegularizerConfig", "DataLoaderConfig", "MetricConfig",
+           "ConfigError", "SPLITS", "CONFIG_DIR", "load_config", "builtin_config_path", "builtin_config_names",
+           "merge_into"]

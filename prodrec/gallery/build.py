@@ -1,0 +1,181 @@
+"""Gallery building: read a gallery listing, embed its images with an :class:`~prodrec.models.Embedder`, index them.
+
+A gallery listing is an :class:`~prodrec.data.ImageList`, a ``root/<label>/<image>`` folder, a sequence of
+``(path, label)`` / ``(path, label, product name)`` tuples, or a list file read by :func:`read_gallery_list`.
+The index remembers which model embedded it (:func:`embedder_info`) and refuses images or queries embedded
+by another one, whose features would not be comparable. An exported model
+(:class:`~prodrec.models.ExportedEmbedder`) carries its source model's record, so it may stand in for it.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from prodrec.data import ImageList, raise_problems, read_lines
+from prodrec.data import read_image_folder
+from prodrec.retrieval import extract_embeddings
+from prodrec.gallery.index import GalleryIndex
+from prodrec.models import Embedder
+from prodrec.utils import ProdrecTypeError
+
+if TYPE_CHECKING:
+    from prodrec.models import ExportedEmbedder
+
+__all__ = ["AnyEmbedder", "GalleryImages", "read_gallery_list", "embedder_info", "check_embedder", "add_images",
+           "build_gallery"]
+
+AnyEmbedder = Union[Embedder, "ExportedEmbedder"]
+"""An :class:`~prodrec.models.Embedder` or an :class:`~prodrec.models.ExportedEmbedder`."""
+GalleryImages = Union[ImageList, str, os.PathLike, Sequence[Tuple[str, ...]]]
+"""An ImageList, a ``root/<label>/<image>`` folder, or ``(path, label[, product name])`` tuples."""
+
+
+def read_gallery_list(list_path: Union[str, os.PathLike], *, image_root: Union[str, os.PathLike, None] = None,
+                      check_files: bool = True) -> List[Tuple[str, str, Optional[str]]]:
+    """Read ``path label [product name]`` lines into ``(absolute path, label, name or None)`` tuples.
+
+    Fields are separated by whitespace, and the product name is the rest of the line (it may contain spaces).
+    A line with a tab is split at tabs instead (PP-ShiTu's gallery lists), so paths may contain spaces there.
+    Blank lines are skipped. Every problem (missing field, duplicate or missing image) is reported at once.
+
+    Args:
+        list_path: The list file.
+        image_root: Folder the paths are relative to; defaults to the list's folder.
+        check_files: Also check that every listed image exists.
+    """
+    list_path = os.path.abspath(os.fspath(list_path))
+    if not os.path.isfile(list_path):
+        raise FileNotFoundError(f"gallery list not found: {list_path}")
+    root = os.path.dirname(list_path) if image_root is None else os.path.abspath(os.fspath(image_root))
+    items, problems, first_line = [], [], {}
+    for number, line in enumerate(read_lines(list_path), start=1):
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in line.strip().split("\t")] if "\t" in line else line.split(maxsplit=2)
+        if len(fields) < 2 or not all(fields[:2]) or len(fields) > 3:
+            problems.append(f"{list_path}:{number}: expected 'path label [product name]', got {line.strip()!r}")
+            continue
+        path = os.path.join(root, fields[0])
+        if path in first_line:
+            problems.append(f"{list_path}:{number}: duplicate image {fields[0]} (first on line {first_line[path]})")
+            continue
+        first_line[path] = number
+        if check_files and not os.path.isfile(path):
+            problems.append(f"{list_path}:{number}: image not found: {path}")
+        items.append((path, fields[1], (fields[2].strip() or None) if len(fields) == 3 else None))
+    if not items and not problems:
+        problems.append(f"{list_path}: no images listed")
+    raise_problems(problems, f"invalid gallery list {list_path}")
+    return items
+
+
+def embedder_info(embedder: AnyEmbedder) -> Dict[str, Any]:
+    """What identifies the features a model makes (``embedder.embedder_info``): backbone, embedding size,
+    preprocessing, weights hash. An exported model gives the record of the model it was exported from."""
+    info = getattr(embedder, "embedder_info", None)
+    if not isinstance(info, dict):
+        raise ProdrecTypeError(f"expected an Embedder or an ExportedEmbedder, got {type(embedder).__name__}")
+    return info
+
+
+def check_embedder(gallery: GalleryIndex, embedder: AnyEmbedder) -> Dict[str, Any]:
+    """``embedder_info(embedder)`` after checking that ``embedder`` made (or may make) the gallery's features.
+
+    Raises:
+        ValueError: Another embedding size, or another model than the one recorded in the gallery.
+    """
+    if embedder.embedding_size != gallery.dim:
+        raise ValueError(f"the model makes {embedder.embedding_size}-d features but the gallery holds "
+                         f"{gallery.dim}-d ones; use the model the gallery was built with")
+    info = embedder_info(embedder)
+    recorded = gallery.embedder_info
+    if recorded is not None and recorded != info:
+        differ = sorted(key for key in info if recorded.get(key) != info[key])
+        raise ValueError(f"the gallery was built with another model (differs in {', '.join(differ)}): its "
+                         "features are not comparable with this model's. Use the gallery's model, or rebuild "
+                         "the gallery with this one")
+    return info
+
+
+def add_images(gallery: GalleryIndex, embedder: AnyEmbedder, images: GalleryImages, *, batch_size: int = 64,
+               num_workers: int = 0, progress: bool = True) -> np.ndarray:
+    """Embed gallery images with ``embedder`` (checked by :func:`check_embedder`; on its device) and add
+    them; returns their ids."""
+    info = check_embedder(gallery, embedder)
+    features, metadata = _embed(embedder, images, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    ids = gallery.add(features, **metadata)
+    if len(gallery) == len(ids):
+        gallery.embedder_info = info
+    return ids
+
+
+def build_gallery(embedder: AnyEmbedder, images: GalleryImages, *, index_type: str = "Flat", metric: str = "ip",
+                  keep_features: bool = True, batch_size: int = 64, num_workers: int = 0,
+                  progress: bool = True) -> GalleryIndex:
+    """A new gallery of ``images`` embedded by ``embedder`` (on its device); IVF types are trained on them.
+
+    Args:
+        embedder: The model whose features the gallery holds (queries must use the same one), or its export.
+        images: :data:`GalleryImages`.
+        index_type: See :class:`~prodrec.gallery.GalleryIndex`.
+        metric: ``"ip"`` (cosine) or ``"l2"``.
+        keep_features: Keep the features for :meth:`~prodrec.gallery.GalleryIndex.rebuild`.
+        batch_size: Images per forward pass.
+        num_workers: DataLoader workers that decode images (an exported model decodes in this process).
+        progress: Show a progress bar.
+    """
+    gallery = GalleryIndex(embedder.embedding_size, index_type=index_type, metric=metric,
+                           keep_features=keep_features)
+    features, metadata = _embed(embedder, images, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    if not gallery.is_trained:
+        gallery.train(features)
+    gallery.add(features, **metadata)
+    gallery.embedder_info = embedder_info(embedder)
+    return gallery
+
+
+def _embed(embedder: AnyEmbedder, images: GalleryImages, *, batch_size: int, num_workers: int,
+           progress: bool) -> Tuple[np.ndarray, Dict[str, list]]:
+    """Features of the images and the ``labels``, ``names``, ``paths`` keywords of :meth:`GalleryIndex.add`."""
+    listing, names = _listing(images)
+    if isinstance(embedder, Embedder):
+        features = extract_embeddings(embedder, listing, desc="embed gallery", batch_size=batch_size,
+                                      num_workers=num_workers, progress=progress)
+    else:
+        paths = list(listing.paths)
+        features = np.concatenate([embedder.embed(paths[start:start + batch_size], batch_size=batch_size).numpy()
+                                   for start in tqdm(range(0, len(paths), batch_size), desc="embed gallery",
+                                                     unit="batch", disable=not progress)])
+    labels = [listing.classes[i] for i in listing.labels]
+    return features, {"labels": labels, "names": names, "paths": list(listing.paths)}
+
+
+def _listing(images: GalleryImages) -> Tuple[ImageList, Optional[List[Optional[str]]]]:
+    """The images as an ImageList (labels as class names) and their product names (None: no names)."""
+    if isinstance(images, ImageList):
+        if not len(images):
+            raise ValueError("the gallery ImageList is empty; give at least one image")
+        return images, None
+    if isinstance(images, (str, os.PathLike)):
+        if os.path.isfile(images):
+            raise ValueError(f"{os.fspath(images)} is a file; pass a gallery list through read_gallery_list "
+                             "(build_gallery(model, read_gallery_list(PATH))), or a folder of root/<label>/<image>")
+        return read_image_folder(images), None
+    images, problems = list(images), []
+    for number, item in enumerate(images):
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            problems.append(f"item {number}: expected (path, label) or (path, label, name), got {item!r:.100}")
+        elif not isinstance(item[0], (str, os.PathLike)) or not os.path.isfile(item[0]):
+            problems.append(f"item {number}: image not found: {item[0]!r}")
+        elif not (isinstance(item[1], str) and item[1]) or not all(isinstance(n, (str, type(None))) for n in item[2:]):
+            problems.append(f"item {number}: the label must be a non-empty string and the name a string or None, "
+                            f"got {item!r:.100}")
+    if not images:
+        problems.append("no images given")
+    raise_problems(problems, "invalid gallery images")
+    paths = [os.path.abspath(os.fspath(item[0])) for item in images]
+    listing = ImageList.from_names(paths, [item[1] for item in images])
+    return listing, [item[2] if len(item) == 3 else None for item in images]

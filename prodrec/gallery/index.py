@@ -1,0 +1,291 @@
+"""A searchable gallery of product images: a faiss index plus each image's product label, name and path.
+
+Images get stable int64 ids (never reused after a removal). Features are L2-normalised on the way in, so
+with ``metric="ip"`` a score is the cosine similarity (PP-ShiTu's inner-product index). Index types:
+:mod:`prodrec.retrieval.faiss_index`; the folder format of :meth:`GalleryIndex.save`: :mod:`prodrec.gallery.store`;
+building from images: :mod:`prodrec.gallery.build`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Sequence, Union
+
+import numpy as np
+
+from prodrec.retrieval import METRICS, check_index_type, faiss_message, new_faiss_index, search_knob
+from prodrec.retrieval import rerank_gallery
+from prodrec.gallery.store import load_gallery, save_gallery
+from prodrec.retrieval import import_faiss, use_faiss_gpu, l2_normalize
+
+
+__all__ = ["GalleryIndex", "SearchResult"]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Best gallery matches of each query, best first: ``scores`` float32 ``[Q, k]`` (``ip``: cosine
+    similarity, larger is better; ``l2``: squared distance of unit vectors, smaller is better), ``ids`` int64,
+    ``labels`` (str) and ``names`` (str or None) object arrays. Rows with fewer than k matches are padded
+    with id ``-1``, label and name None, and score ``-inf`` (``ip``) or ``inf`` (``l2``). Re-ranked results
+    score as :func:`prodrec.retrieval.rerank_gallery` says."""
+
+    scores: np.ndarray
+    ids: np.ndarray
+    labels: np.ndarray
+    names: np.ndarray
+
+
+class GalleryIndex:
+    """Gallery images' features in a faiss index, with their product labels, names and paths.
+
+    Args:
+        dim: Feature dimension (the embedder's ``embedding_size``).
+        index_type: faiss ``index_factory`` name: ``Flat`` (exact), ``HNSW{M}``, ``IVF{nlist},Flat`` or
+            ``IVF{nlist},PQ{m}``. IVF types must be trained (:meth:`train`) before vectors are added.
+        metric: ``"ip"`` (inner product = cosine; PP-ShiTu's) or ``"l2"``.
+        keep_features: Keep a float32 copy of every added feature (``4 * dim`` bytes per image), which
+            :meth:`rebuild` needs (HNSW cannot remove vectors in place; PQ stores them lossily).
+
+    Example:
+        >>> gallery = GalleryIndex(4)
+        >>> ids = gallery.add(np.eye(4), ["cola", "cola", "tea", "milk"])
+        >>> gallery.search(np.array([[0.9, 0.1, 0, 0]]), k=2).labels.tolist()
+        [['cola', 'cola']]
+    """
+
+    def __init__(self, dim: int, *, index_type: str = "Flat", metric: str = "ip", keep_features: bool = True) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+            raise ValueError(f"dim must be a positive integer (the feature dimension), got {dim!r}")
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        self.dim, self.metric, self.keep_features = int(dim), metric, bool(keep_features)
+        self.index_type = check_index_type(index_type, self.dim)
+        self.embedder_info: Optional[Dict[str, Any]] = None
+        """Backbone, embedding size, preprocessing and weights hash of the model that embedded the images."""
+        self._index = new_faiss_index(self.dim, self.index_type, metric)
+        self._columns = {"ids": np.empty(0, dtype=np.int64), "labels": np.empty(0, dtype=object),
+                         "names": np.empty(0, dtype=object), "paths": np.empty(0, dtype=object)}
+        if self.keep_features:
+            self._columns["features"] = np.empty((0, self.dim), dtype=np.float32)
+        self._next_id = 0
+        self._gpu = None
+
+    def save(self, directory: Union[str, os.PathLike]) -> Path:
+        """Write the gallery into a folder (format and checks: :mod:`prodrec.gallery.store`)."""
+        return save_gallery(self, directory)
+
+    @classmethod
+    def load(cls, directory: Union[str, os.PathLike]) -> "GalleryIndex":
+        """Read a folder written by :meth:`save`, after checking its format, version and checksums."""
+        return load_gallery(directory, cls)
+
+    def __len__(self) -> int:
+        return len(self._columns["ids"])
+
+    def __repr__(self) -> str:
+        return (f"GalleryIndex({len(self)} images of {len(set(self.labels))} products, dim={self.dim}, "
+                f"index_type={self.index_type!r}, metric={self.metric!r})")
+
+    @property
+    def is_trained(self) -> bool:
+        """False for an IVF index until :meth:`train` has run."""
+        return bool(self._index.is_trained)
+
+    ids = property(lambda self: _read_only(self._columns["ids"]), doc="int64 image ids, ascending (read-only).")
+    labels = property(lambda self: _read_only(self._columns["labels"]), doc="Product label per image (read-only).")
+    names = property(lambda self: _read_only(self._columns["names"]), doc="Product name per image or None.")
+    paths = property(lambda self: _read_only(self._columns["paths"]), doc="Image path per image or None.")
+    features = property(lambda self: _read_only(self._columns["features"]) if self.keep_features else None,
+                        doc="Kept L2-normalised features [N, dim], or None (keep_features=False); read-only.")
+
+    @property
+    def nprobe(self) -> Optional[int]:
+        """IVF lists visited per query (faiss's default 1; None for other types). Saved with the index."""
+        return int(search_knob(self._index, self.index_type, "IVF").nprobe) if "IVF" in self.index_type else None
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        search_knob(self._index, self.index_type, "IVF").nprobe = _positive(value, "nprobe")
+
+    @property
+    def ef_search(self) -> Optional[int]:
+        """HNSW search depth (faiss's default 16; None for other types). Saved with the index."""
+        return int(search_knob(self._index, self.index_type, "HNSW").efSearch) if "HNSW" in self.index_type else None
+
+    @ef_search.setter
+    def ef_search(self, value: int) -> None:
+        search_knob(self._index, self.index_type, "HNSW").efSearch = _positive(value, "ef_search")
+
+    def train(self, sample_features: np.ndarray) -> None:
+        """Train an IVF index (coarse centroids, PQ codebooks) on a representative feature sample, before
+        any :meth:`add`; a sample too small for the index type raises ValueError."""
+        if len(self):
+            raise ValueError(f"train() must run before vectors are added; this index holds {len(self)}. "
+                             "Use rebuild() to retrain on the kept features")
+        sample = self._check_features(sample_features, "sample_features")
+        try:
+            self._index.train(sample)
+        except RuntimeError as error:
+            raise ValueError(f"training the {self.index_type} index on {len(sample)} vectors failed: "
+                             f"{faiss_message(error)}; train on more vectors or pick a smaller nlist / m") from error
+
+    def add(self, features: np.ndarray, labels: Sequence[str], *, names: Optional[Sequence[Optional[str]]] = None,
+            paths: Optional[Sequence[Optional[str]]] = None) -> np.ndarray:
+        """Add features ``[N, dim]`` (L2-normalised here) with each row's product label (a non-empty str)
+        and optional product name and image path (str or None); returns the rows' new ids."""
+        self._require_trained()
+        features = self._check_features(features, "features")
+        count = len(features)
+        labels, names, paths = (_strings(values, count, name, optional=name != "labels")
+                                for values, name in ((labels, "labels"), (names, "names"), (paths, "paths")))
+        ids = np.arange(self._next_id, self._next_id + count, dtype=np.int64)
+        self._index.add_with_ids(features, ids)
+        new = {"ids": ids, "labels": labels, "names": names, "paths": paths, "features": features}
+        self._columns = {key: np.concatenate([column, new[key]]) for key, column in self._columns.items()}
+        self._next_id += count
+        self._gpu = None
+        return ids
+
+    def remove(self, ids: Optional[Iterable[int]] = None, label: Union[str, Iterable[str], None] = None, *,
+               rebuild: bool = False) -> int:
+        """Remove images by id, or every image of one or more product labels; returns how many.
+
+        HNSW cannot remove vectors in place (faiss does not implement it); ``rebuild=True`` rebuilds the
+        index from the kept features without them (:meth:`rebuild`). Unknown ids or labels raise ValueError.
+        """
+        if (ids is None) == (label is None):
+            raise ValueError("remove() takes either ids or label (not both, not neither)")
+        if ids is not None:
+            wanted = np.unique(np.asarray(list(ids), dtype=np.int64))
+            found, where = np.isin(wanted, self.ids), np.isin(self.ids, wanted)
+        else:
+            wanted = np.unique(np.asarray([label] if isinstance(label, str) else list(label), dtype=object))
+            found, where = np.isin(wanted, self.labels), np.isin(self.labels, wanted)
+        if not found.all():
+            raise ValueError(f"not in the gallery: {'ids' if ids is not None else 'labels'} "
+                             f"{wanted[~found][:20].tolist()} ({int((~found).sum())} in all); nothing was removed")
+        if rebuild:
+            self._rebuild(self.index_type, keep=~where)
+            return int(where.sum())
+        try:
+            removed = self._index.remove_ids(self.ids[where])
+        except RuntimeError as error:
+            raise ValueError(f"a {self.index_type} index cannot remove vectors in place (faiss: "
+                             f"{faiss_message(error)}); call remove(..., rebuild=True), which rebuilds it "
+                             "from the kept features, or rebuild the gallery from its images") from error
+        assert removed == where.sum(), (removed, where.sum())
+        self._columns = {key: column[~where] for key, column in self._columns.items()}
+        self._gpu = None
+        return int(removed)
+
+    def rebuild(self, *, index_type: Optional[str] = None) -> None:
+        """Recreate the faiss index from the kept features (same ids), optionally as another index type;
+        IVF types are retrained on them. Without kept features, or too few to train: ValueError, no change."""
+        self._rebuild(check_index_type(self.index_type if index_type is None else index_type, self.dim),
+                      keep=np.ones(len(self), dtype=bool))
+
+    def _rebuild(self, index_type: str, keep: np.ndarray) -> None:
+        if not self.keep_features:
+            raise ValueError("rebuild() needs the features, but this index was made with keep_features=False; "
+                             "rebuild the gallery from its images (prodrec.gallery.build_gallery)")
+        columns = {key: column[keep] for key, column in self._columns.items()}
+        fresh = new_faiss_index(self.dim, index_type, self.metric)
+        if not fresh.is_trained:
+            try:
+                fresh.train(columns["features"])
+            except RuntimeError as error:
+                raise ValueError(f"cannot rebuild as {index_type}: training on the {len(columns['ids'])} kept "
+                                 f"features failed ({faiss_message(error)})") from error
+        fresh.add_with_ids(columns["features"], columns["ids"])
+        knobs = {"nprobe": self.nprobe, "ef_search": self.ef_search} if index_type == self.index_type else {}
+        self._index, self.index_type, self._columns, self._gpu = fresh, index_type, columns, None
+        for name, value in knobs.items():  # the same type keeps the search parameters set on it
+            if value is not None:
+                setattr(self, name, value)
+
+    def search(self, features: np.ndarray, k: int = 5, *, block_size: int = 4096, device: str = "auto",
+               rerank: Optional[str] = None, rerank_options: Optional[Dict[str, Any]] = None) -> SearchResult:
+        """The ``k`` best gallery images of each query feature (L2-normalised here), in query blocks.
+
+        Args:
+            features: ``[Q, dim]`` query features.
+            k: Matches per query (rows are padded when the gallery has fewer).
+            block_size: Queries per faiss call: memory beyond the input and result is ``O(block_size * dim)``.
+            device: ``"auto"`` (GPU for ``Flat`` when faiss is a GPU build and sees one), ``"cpu"``, ``"cuda"``.
+            rerank: ``None``, ``"qe"`` or ``"k-reciprocal"``: re-rank the best matches with neighbours found
+                in this index; see :func:`prodrec.retrieval.rerank_gallery` for the scores and the index types.
+            rerank_options: ``top_k`` (candidates re-ranked, default ``max(k, 100)``) and the method's options.
+        """
+        k, block_size = _positive(k, "k"), _positive(block_size, "block_size")
+        self._require_trained()
+        if rerank is not None and len(self):
+            scores, ids = rerank_gallery(self, features, k, method=rerank, device=device, **(rerank_options or {}))
+        else:
+            features, index = np.asarray(features), self._search_index(k, device)
+            scores = np.empty((len(features), k), dtype=np.float32)
+            ids = np.empty((len(features), k), dtype=np.int64)
+            for start in range(0, len(features), block_size):
+                block = slice(start, start + block_size)
+                index.search(self._check_features(features[block], "features"), k, D=scores[block], I=ids[block])
+        found = ids >= 0
+        scores[~found] = -np.inf if self.metric == "ip" else np.inf
+        rows = np.searchsorted(self.ids, ids[found])
+        assert np.array_equal(self.ids[rows], ids[found]), "faiss returned an id the metadata does not hold"
+        labels, names = np.full(ids.shape, None, dtype=object), np.full(ids.shape, None, dtype=object)
+        labels[found], names[found] = self.labels[rows], self.names[rows]
+        return SearchResult(scores=scores, ids=np.where(found, ids, -1), labels=labels, names=names)
+
+    def _search_index(self, k: int, device: str):
+        """The index, or for Flat a copy on the GPU (made once, dropped when the gallery changes)."""
+        if device not in ("auto", "cpu", "cuda") or (device == "cuda" and self.index_type != "Flat"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda' (for Flat indexes), got {device!r} for a "
+                             f"{self.index_type} index")
+        faiss = import_faiss()
+        if self.index_type != "Flat" or not use_faiss_gpu(faiss, device, k):
+            return self._index
+        if self._gpu is None:
+            resources = faiss.StandardGpuResources()
+            self._gpu = (resources, faiss.index_cpu_to_gpu(resources, 0, self._index))
+        return self._gpu[1]
+
+    def _require_trained(self) -> None:
+        if not self.is_trained:
+            raise ValueError(f"the {self.index_type} index is not trained: call train(sample_features) with a "
+                             "representative sample first (build_gallery trains on the gallery itself)")
+
+    def _check_features(self, features: np.ndarray, name: str) -> np.ndarray:
+        array = l2_normalize(features)
+        if array.shape[1] != self.dim:
+            raise ValueError(f"{name} have dimension {array.shape[1]}, but this index holds {self.dim}-d features")
+        return array
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+def _positive(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _strings(values: Optional[Sequence[Any]], count: int, name: str, *, optional: bool) -> np.ndarray:
+    """``values`` (one per feature row; None when ``optional``) as an object array of non-empty strings / None."""
+    if values is None and optional:
+        return np.full(count, None, dtype=object)
+    values = values if values is None or isinstance(values, str) else list(values)
+    if values is None or isinstance(values, str) or len(values) != count:
+        raise ValueError(f"{name} must be a sequence of {count} entries, one per feature row; got {values!r:.80}")
+    allowed = (type(None),) if optional else ()
+    bad = [i for i, v in enumerate(values) if not (isinstance(v, str) and v) and not isinstance(v, allowed)]
+    if bad:
+        raise ValueError(f"{name} must be non-empty strings{' or None' if optional else ''}; rows {bad[:20]} "
+                         f"({len(bad)} in all) are not, e.g. {values[bad[0]]!r}")
+    array = np.empty(count, dtype=object)
+    array[:] = [None if v is None else str(v) for v in values]
+    return array

@@ -1,0 +1,174 @@
+"""Recognise products in a photo: embed each box (or the whole image), search the gallery, accept or not.
+
+As in PP-ShiTu, the top-1 gallery match names the product when its score passes a threshold (0.5 cosine
+similarity by default) and the region is ``unknown`` otherwise; without boxes the whole image is one region.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from prodrec.data import raise_problems, read_lines, as_rgb_array
+from prodrec.gallery.build import AnyEmbedder, check_embedder
+from prodrec.gallery.index import GalleryIndex
+from prodrec.retrieval import RERANK_METHODS
+
+__all__ = ["UNKNOWN", "Match", "Recognition", "Recognizer", "read_inshop_boxes"]
+
+UNKNOWN = "unknown"
+Box = Tuple[int, int, int, int]
+_BBOX_FILE = os.path.join("Anno", "list_bbox_inshop.txt")
+_BBOX_HEADER = ("image_name", "clothes_type", "pose_type", "x_1", "y_1", "x_2", "y_2")
+
+
+class Match(NamedTuple):
+    """One gallery image among a region's top k."""
+
+    label: str
+    name: Optional[str]
+    score: float
+    id: int
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """What one region of a photo shows.
+
+    Attributes:
+        box: ``(x1, y1, x2, y2)`` pixels of the region, clipped to the image (x2, y2 exclusive).
+        label: The top-1 product label when its score passes the threshold, else ``"unknown"``.
+        accepted: Whether the top-1 score passed the threshold.
+        name: The accepted product's name (None when not accepted or unnamed).
+        score: The top-1 score (see :class:`~prodrec.gallery.SearchResult`).
+        matches: The top-k gallery images, best first (fewer when the gallery is smaller).
+    """
+
+    box: Box
+    label: str
+    accepted: bool
+    name: Optional[str]
+    score: float
+    matches: List[Match]
+
+
+class Recognizer:
+    """Product recognition with a gallery: ``Recognizer(embedder, gallery).recognize("shelf.jpg", boxes)``.
+
+    Args:
+        embedder: The model the gallery was built with (checked against the gallery's record), or its export
+            (:class:`~prodrec.models.ExportedEmbedder`, e.g. ONNX on onnxruntime).
+        index: The gallery.
+        k: Gallery matches reported per region.
+        threshold: Accept the top-1 label when its score is at least this (``metric="ip"``: a cosine
+            similarity) or, for an ``l2`` gallery, at most this (a squared distance).
+        batch_size: Regions embedded per forward pass.
+        rerank: ``None``, ``"qe"`` or ``"k-reciprocal"``: re-rank the gallery matches
+            (:meth:`GalleryIndex.search <prodrec.gallery.GalleryIndex.search>`). The threshold then applies to
+            the re-ranked score (k-reciprocal: 1 - the re-ranked distance), so tune it for that score.
+    """
+
+    def __init__(self, embedder: AnyEmbedder, index: GalleryIndex, *, k: int = 5, threshold: float = 0.5,
+                 batch_size: int = 64, rerank: Optional[str] = None) -> None:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if rerank is not None and rerank not in RERANK_METHODS:
+            raise ValueError(f"rerank must be None or one of {sorted(RERANK_METHODS)}, got {rerank!r}")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+            raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+        check_embedder(index, embedder)
+        self.embedder, self.index, self.k, self.threshold, self.batch_size = embedder, index, k, threshold, batch_size
+        self.rerank = rerank
+
+    def recognize(self, image: Any, boxes: Optional[Sequence[Sequence[float]]] = None) -> List[Recognition]:
+        """One :class:`Recognition` per box, or one for the whole image when ``boxes`` is None or empty.
+
+        Args:
+            image: An image path, a PIL image or an ``HxWx3`` uint8 RGB array.
+            boxes: ``(x1, y1, x2, y2)`` pixel boxes (x2, y2 exclusive); clipped to the image.
+
+        Raises:
+            ValueError: A box that is malformed, inverted, or outside the image once clipped (all listed).
+        """
+        pixels = as_rgb_array(image)
+        height, width = pixels.shape[:2]
+        regions = _check_boxes(boxes, width, height) if boxes is not None and len(boxes) else [(0, 0, width, height)]
+        crops = [np.ascontiguousarray(pixels[y1:y2, x1:x2]) for x1, y1, x2, y2 in regions]
+        features = self.embedder.embed(crops, batch_size=self.batch_size).numpy()
+        found = self.index.search(features, self.k, rerank=self.rerank)
+        results = []
+        for row, box in enumerate(regions):
+            matches = [Match(label, name, float(score), int(id_)) for label, name, score, id_
+                       in zip(found.labels[row], found.names[row], found.scores[row], found.ids[row]) if id_ >= 0]
+            score = float(found.scores[row, 0])
+            passed = score >= self.threshold if self.index.metric == "ip" else score <= self.threshold
+            top = matches[0] if matches and passed else None
+            results.append(Recognition(box=box, label=top.label if top else UNKNOWN, accepted=top is not None,
+                                       name=top.name if top else None, score=score, matches=matches))
+        return results
+
+
+def read_inshop_boxes(root: Union[str, os.PathLike]) -> Dict[str, Box]:
+    """Boxes of DeepFashion In-shop's ``Anno/list_bbox_inshop.txt`` (also written for synthetic sets).
+
+    Returns:
+        ``{image_name: (x1, y1, x2, y2)}``, keyed by the file's relative image names (``img/...jpg``).
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: The file is malformed (every problem listed with its line).
+    """
+    path = os.path.join(os.path.abspath(os.fspath(root)), _BBOX_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"In-shop box file not found: {path}; pass the folder that holds Anno/ as root")
+    lines = read_lines(path)
+    problems, boxes, first_line = [], {}, {}
+    if not lines or not lines[0].strip().isdigit():
+        problems.append(f"{path}:1: expected the number of images, got {lines[0] if lines else ''!r}")
+    if len(lines) < 2 or tuple(lines[1].split()) != _BBOX_HEADER:
+        problems.append(f"{path}:2: expected the header {' '.join(_BBOX_HEADER)!r}, got "
+                        f"{lines[1] if len(lines) > 1 else ''!r}")
+    for number, line in enumerate(lines[2:], start=3):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != len(_BBOX_HEADER) or not all(f.isdigit() for f in fields[3:]):
+            problems.append(f"{path}:{number}: expected 'image_name clothes_type pose_type x_1 y_1 x_2 y_2' with "
+                            f"integer coordinates, got {line.strip()!r}")
+            continue
+        x1, y1, x2, y2 = (int(f) for f in fields[3:])
+        if x2 <= x1 or y2 <= y1:
+            problems.append(f"{path}:{number}: empty box {(x1, y1, x2, y2)} (needs x_1 < x_2 and y_1 < y_2)")
+        elif fields[0] in first_line:
+            problems.append(f"{path}:{number}: duplicate image {fields[0]} (first on line {first_line[fields[0]]})")
+        else:
+            first_line[fields[0]] = number
+            boxes[fields[0]] = (x1, y1, x2, y2)
+    if lines and lines[0].strip().isdigit() and int(lines[0]) != len(boxes) and not problems:
+        problems.append(f"{path}:1: says {int(lines[0])} images but the file lists {len(boxes)}")
+    raise_problems(problems, f"invalid In-shop box file {path}")
+    return boxes
+
+
+def _check_boxes(boxes: Sequence[Sequence[float]], width: int, height: int) -> List[Box]:
+    """Boxes clipped to the image and rounded outwards to whole pixels; ValueError listing every bad one."""
+    try:
+        array = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"boxes must be a list of (x1, y1, x2, y2) numbers, got {boxes!r:.100}") from error
+    if array.ndim != 2 or array.shape[1] != 4:
+        raise ValueError(f"boxes must be a list of (x1, y1, x2, y2) numbers (shape [B, 4]), got shape {array.shape}")
+    limits = np.array([width, height, width, height], dtype=np.float64)
+    clipped = np.clip(np.nan_to_num(array), 0, limits)
+    pixels = np.concatenate([np.floor(clipped[:, :2]), np.ceil(clipped[:, 2:])], axis=1).astype(int)
+    problems = []
+    for number, (box, whole) in enumerate(zip(array, pixels)):
+        if not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
+            problems.append(f"box {number} {box.tolist()}: needs finite x1 < x2 and y1 < y2")
+        elif whole[2] <= whole[0] or whole[3] <= whole[1]:
+            problems.append(f"box {number} {box.tolist()}: outside the {width}x{height} image")
+    raise_problems(problems, "invalid boxes")
+    return [tuple(int(v) for v in box) for box in pixels]
