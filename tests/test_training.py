@@ -67,7 +67,7 @@ def test_run_folder_log_checkpoints_and_resume(tiny_inshop, tmp_path):
     assert (output / "checkpoints" / "last.pt").is_file() and (output / "checkpoints" / "best.pt").is_file()
     assert (output / "config.yaml").is_file()
     records = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
-    assert {r["event"] for r in records} == {"step", "eval", "checkpoint"}
+    assert {r["event"] for r in records} == {"schedule", "step", "eval", "checkpoint"}  # schedule: scaled to 2 epochs
     assert all(set(r) >= {"loss", "CELoss", "TripletLossV2", "lr", "step"} for r in records if r["event"] == "step")
     assert [(r["epoch"], r["batch"], r["step"]) for r in records if r["event"] == "checkpoint"] == [(2, 0, 3)]
     resumed = train_metric(tiny_config(tiny_inshop, output, "Global.epochs=2"), resume=True, progress=False)
