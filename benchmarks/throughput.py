@@ -249,7 +249,7 @@ def training_figures(args: argparse.Namespace, root: Path, work: Path, device: t
 
     def extract() -> float:
         started = time.perf_counter()
-        extract_embeddings(model, everything, batch_size=batch, num_workers=args.workers, device=device,
+        extract_embeddings(model, everything, batch_size=batch, num_workers=args.workers,
                            progress=False, decode_size=model.image_size)
         return len(everything) / (time.perf_counter() - started)
 

@@ -12,7 +12,6 @@ from prodrec.data import read_inshop  # noqa: E402
 from prodrec.data import make_synthetic_inshop  # noqa: E402
 from prodrec.retrieval import extract_embeddings  # noqa: E402
 from prodrec.gallery import add_images, build_gallery, embedder_info, read_gallery_list  # noqa: E402
-from prodrec.gallery import GalleryIndex  # noqa: E402
 from prodrec.models import Embedder  # noqa: E402
 
 

@@ -10,9 +10,9 @@ import argparse
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict
+from prodrec.utils import ProdrecError, atomic_write
 
 __all__ = ["add_commands", "MODEL_FILE"]
 
@@ -96,7 +96,7 @@ def _images(args: argparse.Namespace):
     from prodrec.gallery import read_gallery_list
 
     if args.image_root and not args.list:
-        raise ValueError("--image-root applies to --list only")
+        raise ProdrecError("--image-root applies to --list only")
     return read_gallery_list(args.list, image_root=args.image_root) if args.list else args.folder
 
 
@@ -106,8 +106,8 @@ def _build(args: argparse.Namespace) -> int:
 
     model = _load_model(args.checkpoint, args.device)
     if isinstance(model, ExportedEmbedder):
-        raise ValueError(f"{args.checkpoint} is an exported model, but the gallery folder keeps the PyTorch model "
-                         f"({MODEL_FILE}); build with best.pt or a saved Embedder, then add and search with either")
+        raise ProdrecError(f"{args.checkpoint} is an exported model, but the gallery folder keeps the PyTorch model "
+                           f"({MODEL_FILE}); build with best.pt or a saved Embedder, then add and search with either")
     gallery = build_gallery(model, _images(args), index_type=args.type, metric=args.metric,
                             keep_features=not args.no_features, batch_size=args.batch_size, progress=not args.quiet)
     if args.nprobe is not None:
@@ -115,9 +115,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.ef_search is not None:
         gallery.ef_search = args.ef_search
     output = gallery.save(args.output)
-    handle, temporary = tempfile.mkstemp(prefix=f".{MODEL_FILE}.", suffix=".tmp", dir=output)
-    os.close(handle)
-    os.replace(model.save(temporary), output / MODEL_FILE)
+    atomic_write(output / MODEL_FILE, model.save)
     print(f"indexed {len(gallery)} images of {len(set(gallery.labels))} products ({gallery.index_type}) in {output}")
     return 0
 
@@ -176,8 +174,8 @@ def _search(args: argparse.Namespace) -> int:
                 for image in args.images}
         missing = [image for image, key in keys.items() if key not in known]
         if missing:
-            raise ValueError(f"no box in {args.inshop_boxes}/Anno/list_bbox_inshop.txt for {len(missing)} "
-                             f"images: {missing[:20]}")
+            raise ProdrecError(f"no box in {args.inshop_boxes}/Anno/list_bbox_inshop.txt for {len(missing)} "
+                               f"images: {missing[:20]}")
         boxes = {image: [known[key]] for image, key in keys.items()}
     results = [(image, recognizer.recognize(image, boxes.get(image))) for image in args.images]
     if args.json:

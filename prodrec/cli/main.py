@@ -17,6 +17,7 @@ from prodrec import __version__
 from prodrec.cli.gallery import add_commands as add_index_commands
 from prodrec.cli.paddle import add_commands as add_paddle_commands
 from prodrec.cli.results import add_commands as add_results_commands
+from prodrec.utils import ProdrecError
 
 __all__ = ["main", "build_parser", "train_overrides"]
 
@@ -172,8 +173,8 @@ def _ppcls_config(args: argparse.Namespace, data: dict):
     from prodrec.paddle import convert_paddle_pretrained, load_ppcls_config
 
     if args.data_root or args.dataset:
-        raise ValueError("--data-root/--dataset do not apply to a PaddleClas config: set its image_root and "
-                         "cls_label_path, e.g. --set DataLoader.Train.dataset.image_root=PATH")
+        raise ProdrecError("--data-root/--dataset do not apply to a PaddleClas config: set its image_root and "
+                           "cls_label_path, e.g. --set DataLoader.Train.dataset.image_root=PATH")
     config, warnings = load_ppcls_config(data, overrides=args.overrides, native_overrides=_flag_overrides(args))
     for warning in warnings:
         print(f"prodrec train: warning: {warning}", file=sys.stderr)
@@ -193,7 +194,7 @@ def _eval(args: argparse.Namespace) -> int:
     model = Embedder.load(args.checkpoint).to(device)
     splits = read_splits(args.dataset or "inshop", args.data_root)
     metrics = evaluate(model, splits.query, splits.gallery, ks=args.k, compute_map=not args.no_map,
-                       batch_size=args.batch_size, device=device, progress=not args.json)
+                       batch_size=args.batch_size, progress=not args.json)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -265,7 +266,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         return (getattr(args, "handler", None) or COMMANDS[args.command])(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
+    except (ProdrecError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as error:
+        # Input prodrec refuses, or a path that is not there; anything else is a bug and raises.
         print(f"prodrec {args.command}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as error:

@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 from typing import Callable, Dict
+from prodrec.utils import ProdrecError
 
 __all__ = ["add_commands", "CATEGORY_FILE"]
 
@@ -70,11 +71,11 @@ def _visualize(args: argparse.Namespace) -> int:
 
     for name in ("k", "queries", "per_page", "depth", "image_size", "batch_size"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+            raise ProdrecError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     device = resolve_device(args.device)
     model = Embedder.load(args.checkpoint).to(device)
     splits = read_splits(args.dataset or "inshop", args.data_root)
-    options = dict(batch_size=args.batch_size, device=device, progress=not args.quiet)
+    options = dict(batch_size=args.batch_size, progress=not args.quiet)
     query = extract_embeddings(model, splits.query, desc="embed query", **options)
     gallery = extract_embeddings(model, splits.gallery, desc="embed gallery", **options)
     depth = min(max(args.depth, args.k), len(splits.gallery))

@@ -18,8 +18,9 @@ def _check_entries(entries: List[Dict[str, Any]], section: str) -> None:
             )
 
 
-def check_config(config: "Config") -> None:
-    """Raise :class:`ConfigError` naming the first value out of range or setting that does not fit the others."""
+def check_config(config: Any) -> None:
+    """Raise :class:`ConfigError` naming the first value of a :class:`~prodrec.config.Config` out of range, or a
+    setting that does not fit the others."""
     _check_entries(config.Loss.Train, "Loss.Train")
     _check_entries(config.Loss.Eval, "Loss.Eval")
     _check_entries(config.Metric.Eval, "Metric.Eval")

@@ -7,11 +7,12 @@ from __future__ import annotations
 import dataclasses
 import typing
 from typing import Any, Dict, List, Literal, Optional, Union
+from prodrec.utils import ProdrecError
 
 __all__ = ["ConfigError", "merge_into"]
 
 
-class ConfigError(ValueError):
+class ConfigError(ProdrecError):
     """A config key is unknown, missing or has a value of the wrong type."""
 
 

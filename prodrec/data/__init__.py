@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import Dict, Mapping, Optional, Union
 
+from prodrec.config import SPLITS
 from prodrec.data.aliproducts import read_aliproducts, read_aliproducts_splits
 from prodrec.data.dataset import (ImageDataset, ImageList, RetrievalSplits, check_query_gallery, confine_paths,
                                   raise_problems, read_lines)
@@ -14,6 +15,7 @@ from prodrec.data.lists import read_folder_splits, read_image_folder, read_image
 from prodrec.data.sampling import EpochBatches, SeededSamples, apply_small_class_policy
 from prodrec.data.synthetic import make_synthetic_inshop
 from prodrec.data.transforms import ImageTransform, eval_transform, train_transform
+from prodrec.utils import ProdrecError
 
 __all__ = [
     "ImageDataset",
@@ -48,7 +50,6 @@ __all__ = [
 
 DATASET_READERS = {"inshop": read_inshop, "list": read_list_splits, "folder": read_folder_splits,
                    "aliproducts": read_aliproducts_splits}
-SPLITS = ("train", "query", "gallery")
 PathLike = Union[str, os.PathLike]
 
 
@@ -74,18 +75,18 @@ def read_splits(dataset: str, root: Optional[PathLike], *, lists: Optional[Mappi
     """
     reader = DATASET_READERS.get(dataset)
     if reader is None:
-        raise ValueError(f"unknown dataset layout {dataset!r}; choose one of {sorted(DATASET_READERS)}")
+        raise ProdrecError(f"unknown dataset layout {dataset!r}; choose one of {sorted(DATASET_READERS)}")
     lists, image_roots = dict(lists or {}), dict(image_roots or {})
     if confine_to_root and root is None:
-        raise ValueError("confine_to_root needs the data root: give root (CLI --data-root)")
+        raise ProdrecError("confine_to_root needs the data root: give root (CLI --data-root)")
     if not lists and not image_roots:
         if root is None:
-            raise ValueError(f"no data folder given for the {dataset!r} layout")
+            raise ProdrecError(f"no data folder given for the {dataset!r} layout")
         return reader(root, confine_to_root=confine_to_root)
     unknown = sorted((set(lists) | set(image_roots)) - set(SPLITS))
     if dataset != "list" or unknown:
-        raise ValueError(f"list files and image roots are for the 'list' layout and the splits {SPLITS} only "
-                         f"(got layout {dataset!r}, splits {sorted(set(lists) | set(image_roots))})")
+        raise ProdrecError(f"list files and image roots are for the 'list' layout and the splits {SPLITS} only "
+                           f"(got layout {dataset!r}, splits {sorted(set(lists) | set(image_roots))})")
     return _read_split_lists(root, lists, image_roots, os.path.abspath(os.fspath(root)) if confine_to_root else None)
 
 

@@ -21,6 +21,7 @@ from prodrec.data.dataset import (ImageList, RetrievalSplits, check_query_galler
 from prodrec.data.json_listing import describe, read_images_array
 from prodrec.data.lists import duplicate_paths, existing_paths, pack_block, parse_list
 from prodrec.data.packed_paths import PackedPaths, PathPacker
+from prodrec.utils import ProdrecError
 
 __all__ = ["ALIPRODUCTS_NUM_CLASSES", "read_aliproducts", "read_aliproducts_splits"]
 
@@ -97,7 +98,7 @@ def read_aliproducts_splits(root: str | os.PathLike, *, train: str = "train.json
 def _locate(root: str | os.PathLike, listings: list[str], num_classes: Any) -> tuple[str, list[str]]:
     """The absolute root and listing paths (checked), after checking ``num_classes``."""
     if num_classes is not None and (type(num_classes) is not int or num_classes < 1):
-        raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
+        raise ProdrecError(f"num_classes must be a positive integer or None, got {num_classes!r}")
     root = existing_paths([root], "AliProducts folder (with train.json, val.json, train/, val/)", os.path.isdir)[0]
     return root, existing_paths([os.path.join(root, name) for name in listings], "AliProducts listing")
 

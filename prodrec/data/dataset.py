@@ -15,9 +15,12 @@ import torch
 
 from prodrec.data.decode import ImageReadError, printable_path, as_rgb_array, load_image
 from prodrec.data.packed_paths import PackedPaths
+from prodrec.utils import ProdrecError, ProdrecTypeError
 
 # ImageReadError, load_image and as_rgb_array live in prodrec.data.decode and are re-exported here.
-__all__ = ["ImageList", "RetrievalSplits", "ImageDataset", "ImageReadError", "load_image", "as_rgb_array", "raise_problems", "read_lines", "confine_paths", "check_query_gallery", "missing_file_problems", "problem_report"]
+__all__ = ["ImageList", "RetrievalSplits", "ImageDataset", "ImageReadError", "load_image", "as_rgb_array",
+           "raise_problems", "read_lines", "confine_paths", "check_query_gallery", "missing_file_problems",
+           "problem_report"]
 
 _MAX_PROBLEMS_SHOWN = 20
 
@@ -44,13 +47,13 @@ class ImageList:
         classes = tuple(str(c) for c in self.classes)
         labels = np.array(self.labels, dtype=np.int64)
         if labels.ndim != 1 or len(labels) != len(paths):
-            raise ValueError(f"ImageList: labels must be 1-D with one entry per path "
-                             f"({len(paths)} paths, labels of shape {labels.shape})")
+            raise ProdrecError(f"ImageList: labels must be 1-D with one entry per path "
+                               f"({len(paths)} paths, labels of shape {labels.shape})")
         if len(set(classes)) != len(classes):
-            raise ValueError("ImageList: class names must be unique")
+            raise ProdrecError("ImageList: class names must be unique")
         if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
-            raise ValueError(f"ImageList: labels must lie in 0..{len(classes) - 1} "
-                             f"(one per class name), got {labels.min()}..{labels.max()}")
+            raise ProdrecError(f"ImageList: labels must lie in 0..{len(classes) - 1} "
+                               f"(one per class name), got {labels.min()}..{labels.max()}")
         labels.flags.writeable = False
         object.__setattr__(self, "paths", paths)
         object.__setattr__(self, "labels", labels)
@@ -70,7 +73,7 @@ class ImageList:
         index = {name: i for i, name in enumerate(classes)}
         unknown = sorted(set(names) - index.keys())
         if unknown:
-            raise ValueError(f"ImageList.from_names: names not in classes: {unknown[:_MAX_PROBLEMS_SHOWN]}")
+            raise ProdrecError(f"ImageList.from_names: names not in classes: {unknown[:_MAX_PROBLEMS_SHOWN]}")
         labels = np.fromiter((index[n] for n in names), dtype=np.int64, count=len(names))
         return cls(paths, labels, classes)
 
@@ -96,8 +99,8 @@ class RetrievalSplits:
 
     def __post_init__(self) -> None:
         if self.query.classes != self.gallery.classes:
-            raise ValueError("RetrievalSplits: query and gallery must share one label space "
-                             "(the same `classes` tuple)")
+            raise ProdrecError("RetrievalSplits: query and gallery must share one label space "
+                               "(the same `classes` tuple)")
 
     @property
     def queries_without_match(self) -> int:
@@ -118,12 +121,12 @@ class ImageDataset(torch.utils.data.Dataset):
     def __init__(self, images: ImageList, transform: Callable[[np.ndarray], torch.Tensor], *,
                  decode_size: Optional[int] = None) -> None:
         if not isinstance(images, ImageList):
-            raise TypeError(f"ImageDataset: images must be an ImageList, got {type(images).__name__}")
+            raise ProdrecTypeError(f"ImageDataset: images must be an ImageList, got {type(images).__name__}")
         if not callable(transform):
-            raise TypeError(f"ImageDataset: transform must be callable, got {type(transform).__name__}")
+            raise ProdrecTypeError(f"ImageDataset: transform must be callable, got {type(transform).__name__}")
         if decode_size is not None and (isinstance(decode_size, bool) or not isinstance(decode_size, int)
                                         or decode_size < 1):
-            raise ValueError(f"ImageDataset: decode_size must be a positive int or None, got {decode_size!r}")
+            raise ProdrecError(f"ImageDataset: decode_size must be a positive int or None, got {decode_size!r}")
         self.images = images
         self.transform = transform
         self.decode_size = decode_size
@@ -150,14 +153,14 @@ def problem_report(problems: Sequence[str], what: str) -> str:
 def raise_problems(problems: Sequence[str], what: str) -> None:
     """Raise one ValueError listing every problem (the first 20, then a count); no-op when empty."""
     if problems:
-        raise ValueError(problem_report(problems, what))
+        raise ProdrecError(problem_report(problems, what))
 
 
 def check_query_gallery(splits: RetrievalSplits, what: str) -> RetrievalSplits:
     """Reject query/gallery sets with no common item; warn about queries without a gallery match."""
     if not np.isin(splits.query.labels, splits.gallery.labels).any():
-        raise ValueError(f"{what}: no query item has a gallery image, so retrieval cannot be evaluated; "
-                         "query and gallery must list images of the same items")
+        raise ProdrecError(f"{what}: no query item has a gallery image, so retrieval cannot be evaluated; "
+                           "query and gallery must list images of the same items")
     unmatched = splits.queries_without_match
     if unmatched:
         warnings.warn(f"{what}: {unmatched} of {len(splits.query)} query images have no gallery image of "
@@ -180,7 +183,7 @@ def read_lines(path: str) -> list[str]:
                 problems.append(f"{path}:{number}: byte {line[bad.start]:#04x} at column {bad.start + 1} is not "
                                 f"UTF-8: {line.decode('utf-8', 'backslashreplace').strip()}")
         assert problems, "a UTF-8 error that no line has"
-        raise ValueError(problem_report(problems, f"{path} is not a UTF-8 text file (re-save it as UTF-8, e.g. "
+        raise ProdrecError(problem_report(problems, f"{path} is not a UTF-8 text file (re-save it as UTF-8, e.g. "
                                                    "with `iconv -f latin1 -t utf-8`)")) from error
 
 

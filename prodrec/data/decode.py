@@ -8,11 +8,12 @@ from typing import Any, Optional, Sequence, Union
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
+from prodrec.utils import ProdrecError, ProdrecTypeError
 
 __all__ = ["ImageReadError", "load_image", "as_rgb_array", "printable_path"]
 
 
-class ImageReadError(ValueError):
+class ImageReadError(ProdrecError):
     """Image files could not be read or decoded; the message names each file and the reason.
 
     Attributes:
@@ -50,7 +51,7 @@ def load_image(path: PathLike, *, min_size: Optional[int] = None) -> np.ndarray:
         ImageReadError: The file is missing, unreadable, empty, truncated, not an image, too large or corrupt.
     """
     if min_size is not None and (isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1):
-        raise ValueError(f"load_image: min_size must be a positive int or None, got {min_size!r}")
+        raise ProdrecError(f"load_image: min_size must be a positive int or None, got {min_size!r}")
     name = os.fsdecode(path)
     try:
         with open(path, "rb") as file:
@@ -151,8 +152,9 @@ def as_rgb_array(image: Any) -> np.ndarray:
         return load_image(os.fspath(image))
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"a numpy image must be HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
+            raise ProdrecError(f"a numpy image must be HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
         return image
     if hasattr(image, "convert"):  # a PIL image
         return np.asarray(image.convert("RGB"))
-    raise TypeError(f"an image must be a path, a PIL image or an HxWx3 uint8 RGB array, got {type(image).__name__}")
+    raise ProdrecTypeError(f"an image must be a path, a PIL image or an HxWx3 uint8 RGB array, got "
+                           f"{type(image).__name__}")

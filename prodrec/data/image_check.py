@@ -9,13 +9,14 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from prodrec.config import SPLITS
 from prodrec.data.dataset import ImageList, RetrievalSplits, problem_report
 from prodrec.data.decode import ImageReadError, printable_path, load_image
+from prodrec.utils import ProdrecError, ProdrecTypeError
 
 __all__ = ["BAD_IMAGE_POLICIES", "check_images", "check_splits"]
 
 BAD_IMAGE_POLICIES = ("error", "skip")
-_SPLITS = ("train", "query", "gallery")
 _CHECK_SIZE = 1  # the smallest decode is enough to find a broken file: JPEGs at 1/8 scale
 
 
@@ -37,7 +38,7 @@ def check_images(images: ImageList, *, policy: str = "error", workers: int = 0,
         ImageReadError: A bad file with policy ``error``, or every image is bad.
     """
     if not isinstance(images, ImageList):
-        raise TypeError(f"check_images: images must be an ImageList, got {type(images).__name__}")
+        raise ProdrecTypeError(f"check_images: images must be an ImageList, got {type(images).__name__}")
     _check_options(policy, workers, progress)
     bad = _find_bad(images.paths, workers, progress)
     if bad and (policy == "error" or len(bad) == len(set(images.paths))):
@@ -61,14 +62,14 @@ def check_splits(splits: RetrievalSplits, *, policy: str = "error", workers: int
             item left with a gallery image (retrieval could not be evaluated).
     """
     if not isinstance(splits, RetrievalSplits):
-        raise TypeError(f"check_splits: splits must be RetrievalSplits, got {type(splits).__name__}")
+        raise ProdrecTypeError(f"check_splits: splits must be RetrievalSplits, got {type(splits).__name__}")
     _check_options(policy, workers, progress)
-    paths = list(dict.fromkeys(path for split in _SPLITS for path in getattr(splits, split).paths))
+    paths = list(dict.fromkeys(path for split in SPLITS for path in getattr(splits, split).paths))
     bad = _find_bad(paths, workers, progress)
     if bad and policy == "error":
         raise _bad_images_error(bad, len(paths), "")
-    kept = {split: _without(getattr(splits, split), bad) for split in _SPLITS}
-    empty = [split for split in _SPLITS if len(getattr(splits, split)) and not len(kept[split])]
+    kept = {split: _without(getattr(splits, split), bad) for split in SPLITS}
+    empty = [split for split in SPLITS if len(getattr(splits, split)) and not len(kept[split])]
     if empty:
         raise _bad_images_error(bad, len(paths), f"every {' and every '.join(empty)} image is unreadable")
     checked = RetrievalSplits(**kept)
@@ -85,11 +86,11 @@ def check_splits(splits: RetrievalSplits, *, policy: str = "error", workers: int
 
 def _check_options(policy: str, workers: int, progress: bool) -> None:
     if policy not in BAD_IMAGE_POLICIES:
-        raise ValueError(f"bad-image policy must be one of {', '.join(BAD_IMAGE_POLICIES)}, got {policy!r}")
+        raise ProdrecError(f"bad-image policy must be one of {', '.join(BAD_IMAGE_POLICIES)}, got {policy!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"workers must be an int >= 0 (0: no threads), got {workers!r}")
+        raise ProdrecError(f"workers must be an int >= 0 (0: no threads), got {workers!r}")
     if not isinstance(progress, bool):
-        raise TypeError(f"progress must be True or False, got {progress!r}")
+        raise ProdrecTypeError(f"progress must be True or False, got {progress!r}")
 
 
 def _reason(path: str) -> Optional[str]:

@@ -8,15 +8,17 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from prodrec.config import SPLITS
 from prodrec.data.dataset import (ImageList, RetrievalSplits, check_query_gallery, confine_paths, missing_file_problems,
                                   raise_problems, read_lines)
 from prodrec.data.decode import printable_path
 from prodrec.data.packed_paths import PackedPaths, PathPacker
+from prodrec.utils import ProdrecError
 
-__all__ = ["IMAGE_EXTENSIONS", "read_image_list", "read_image_folder", "read_list_splits", "read_folder_splits", "duplicate_paths", "existing_paths", "pack_block", "parse_list"]
+__all__ = ["IMAGE_EXTENSIONS", "read_image_list", "read_image_folder", "read_list_splits", "read_folder_splits",
+           "duplicate_paths", "existing_paths", "pack_block", "parse_list"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-_SPLITS = ("train", "query", "gallery")
 _MAX_LABEL = 2 ** 63 - 1  # labels are int64
 _POSIX = os.sep == "/" and os.altsep is None  # elsewhere every name goes through os.path.normpath
 _BLOCK_LINES = 1 << 16  # paths held as str objects while a list is read
@@ -85,10 +87,10 @@ def read_list_splits(root: str | os.PathLike, *, train: str = "train_list.txt", 
     root = os.path.abspath(os.fspath(root))
     list_paths = existing_paths([os.path.join(root, name) for name in (train, query, gallery)], "image list")
     confine_to = root if confine_to_root else None
-    problems = confine_paths([(f"{split} list", path) for split, path in zip(_SPLITS, list_paths)], confine_to)[1]
+    problems = confine_paths([(f"{split} list", path) for split, path in zip(SPLITS, list_paths)], confine_to)[1]
     raise_problems(problems, f"image lists under {root}")
     parsed: dict[str, tuple[Sequence[str], np.ndarray]] = {}
-    for split, list_path in zip(_SPLITS, list_paths):
+    for split, list_path in zip(SPLITS, list_paths):
         paths, labels, found = parse_list(list_path, root, check_files, confine_to)
         parsed[split] = (paths, labels)
         problems.extend(found)
@@ -112,10 +114,10 @@ def read_folder_splits(root: str | os.PathLike, *, check_files: bool = True,
         ValueError: A split is invalid (all problems listed), or no query item has a gallery image.
     """
     root = os.path.abspath(os.fspath(root))
-    folders = existing_paths([os.path.join(root, split) for split in _SPLITS],
+    folders = existing_paths([os.path.join(root, split) for split in SPLITS],
                         f"split folder (expected {root}/{{train,query,gallery}}/<class>/<image>)", os.path.isdir)
     scanned, problems = {}, []
-    for split, folder in zip(_SPLITS, folders):
+    for split, folder in zip(SPLITS, folders):
         paths, names, found = _scan_folder(folder, check_files, root if confine_to_root else None)
         scanned[split] = (paths, names)
         problems.extend(found)
@@ -194,23 +196,23 @@ def _entry(text: str, tabbed: bool) -> tuple[str, int]:
     if tabbed:
         fields = [field.strip() for field in text.split("\t")]
         if len(fields) not in (2, 3) or not all(fields[:2]):
-            raise ValueError(f"expected 'path<TAB>label[<TAB>product name]', got {text!r}")
+            raise ProdrecError(f"expected 'path<TAB>label[<TAB>product name]', got {text!r}")
     else:
         fields = text.rsplit(maxsplit=1)
         if len(fields) != 2:
-            raise ValueError(f"expected 'relative/path label', got {text!r}")
+            raise ProdrecError(f"expected 'relative/path label', got {text!r}")
     name, label = fields[:2]
     try:
         value = int(label)
     except ValueError:
         hint = (" (a product name after the label needs tab-separated fields: path<TAB>label<TAB>name)"
                 if not tabbed and len(text.split()) > 2 else "")
-        raise ValueError(f"the label must be an integer, got {label!r}{hint}") from None
+        raise ProdrecError(f"the label must be an integer, got {label!r}{hint}") from None
     if value < 0:
-        raise ValueError(f"negative label {value}; labels are item ids >= 0 (remove lines that mark junk or "
-                         "distractor images with a negative id)")
+        raise ProdrecError(f"negative label {value}; labels are item ids >= 0 (remove lines that mark junk or "
+                           "distractor images with a negative id)")
     if value > _MAX_LABEL:
-        raise ValueError(f"label {value} is too large; labels are item ids below 2**63")
+        raise ProdrecError(f"label {value} is too large; labels are item ids below 2**63")
     return name, value
 
 

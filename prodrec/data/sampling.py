@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from pytorch_metric_learning.samplers import MPerClassSampler
 from pytorch_metric_learning.utils import common_functions
+from prodrec.utils import ProdrecError, ProdrecTypeError
 
 __all__ = ["SMALL_CLASS_POLICIES", "EpochBatches", "SeededSamples", "pk_sampler", "small_classes",
            "apply_small_class_policy"]
@@ -42,21 +43,21 @@ def pk_sampler(labels: np.ndarray, *, batch_size: int, instances: int,
     labels = _as_labels(labels)
     for name, value in (("batch_size", batch_size), ("instances", instances)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise ProdrecError(f"{name} must be a positive integer, got {value!r}")
     if batch_size % instances:
         lower = batch_size - batch_size % instances
         options = f"{lower} or {lower + instances}" if lower else f"{instances}"
-        raise ValueError(f"batch_size {batch_size} is not a multiple of instances {instances}; "
-                         f"use e.g. batch_size {options}")
+        raise ProdrecError(f"batch_size {batch_size} is not a multiple of instances {instances}; "
+                           f"use e.g. batch_size {options}")
     num_classes = len(np.unique(labels))
     if num_classes < batch_size // instances:
-        raise ValueError(f"a batch of {batch_size} with {instances} images per class needs "
-                         f"{batch_size // instances} classes but the data has {num_classes}; the largest "
-                         f"batch_size is {num_classes * instances}")
+        raise ProdrecError(f"a batch of {batch_size} with {instances} images per class needs "
+                           f"{batch_size // instances} classes but the data has {num_classes}; the largest "
+                           f"batch_size is {num_classes * instances}")
     length = len(labels) if length is None else length
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < batch_size:
-        raise ValueError(f"the epoch length must be an integer >= batch_size {batch_size}, got {length!r}"
-                         f"{' (the data set is smaller than one batch)' if length == len(labels) else ''}")
+        raise ProdrecError(f"the epoch length must be an integer >= batch_size {batch_size}, got {length!r}"
+                           f"{' (the data set is smaller than one batch)' if length == len(labels) else ''}")
     return MPerClassSampler(labels, m=instances, batch_size=batch_size,
                             length_before_new_iter=length - length % batch_size)
 
@@ -92,16 +93,16 @@ class EpochBatches(torch.utils.data.Sampler):
         if instances is not None:
             pk_sampler(self.labels, batch_size=batch_size, instances=instances, length=length)  # checks the settings
         elif isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise ProdrecError(f"batch_size must be a positive integer, got {batch_size!r}")
         elif not batch_size <= length <= len(self.labels):
-            raise ValueError(f"a shuffle draws each of the {len(self.labels)} samples at most once per epoch, so the "
-                             f"epoch length must lie in {batch_size} (batch_size)..{len(self.labels)}, got {length}")
+            raise ProdrecError(f"a shuffle draws each of the {len(self.labels)} samples at most once per epoch, so the "
+                               f"epoch length must lie in {batch_size} (batch_size)..{len(self.labels)}, got {length}")
         if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1 \
                 or not 0 <= rank < world_size:
-            raise ValueError(f"need world_size >= 1 and 0 <= rank < world_size, got rank {rank!r} of {world_size!r}")
+            raise ProdrecError(f"need world_size >= 1 and 0 <= rank < world_size, got rank {rank!r} of {world_size!r}")
         if length // batch_size < world_size:
-            raise ValueError(f"an epoch of {length // batch_size} batches cannot give each of {world_size} ranks one; "
-                             "lower the batch size or use fewer processes")
+            raise ProdrecError(f"an epoch of {length // batch_size} batches cannot give each of {world_size} ranks one; "
+                               "lower the batch size or use fewer processes")
         self.batch_size, self.instances, self.length = int(batch_size), instances, length - length % batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch, self.start = 0, 0
@@ -150,7 +151,8 @@ class SeededSamples(torch.utils.data.Dataset):
 
     def __init__(self, dataset: torch.utils.data.Dataset, transform: Any) -> None:
         if not callable(getattr(transform, "reseed", None)):
-            raise TypeError(f"SeededSamples: transform needs a reseed(seed) method, got {type(transform).__name__}")
+            raise ProdrecTypeError(f"SeededSamples: transform needs a reseed(seed) method, got "
+                                   f"{type(transform).__name__}")
         self.dataset, self.transform = dataset, transform
 
     def __len__(self) -> int:
@@ -182,7 +184,7 @@ def apply_small_class_policy(labels: np.ndarray, instances: int, policy: str) ->
         ValueError: Unknown policy; ``"error"`` with small classes; ``"drop"`` leaving nothing.
     """
     if policy not in SMALL_CLASS_POLICIES:
-        raise ValueError(f"unknown small-class policy {policy!r}; use one of {', '.join(SMALL_CLASS_POLICIES)}")
+        raise ProdrecError(f"unknown small-class policy {policy!r}; use one of {', '.join(SMALL_CLASS_POLICIES)}")
     labels = _as_labels(labels)
     small = small_classes(labels, instances)
     if policy == "repeat" or not small:
@@ -190,19 +192,19 @@ def apply_small_class_policy(labels: np.ndarray, instances: int, policy: str) ->
     if policy == "error":
         shown = ", ".join(f"{label}: {count}" for label, count in list(small.items())[:_MAX_SHOWN])
         more = f", ... and {len(small) - _MAX_SHOWN} more" if len(small) > _MAX_SHOWN else ""
-        raise ValueError(
+        raise ProdrecError(
             f"{len(small)} classes have fewer than {instances} images (label: count): {shown}{more}. "
             "Lower --instances / DataLoader.sample_per_id, or set DataLoader.small_items: repeat (sample "
             "with replacement, as PaddleClas's PKSampler does) or DataLoader.small_items: drop")
     keep = np.flatnonzero(~np.isin(labels, list(small)))
     if not len(keep):
-        raise ValueError(f"every class has fewer than {instances} images, so dropping them leaves nothing; "
-                         "lower --instances / DataLoader.sample_per_id or use DataLoader.small_items: repeat")
+        raise ProdrecError(f"every class has fewer than {instances} images, so dropping them leaves nothing; "
+                           "lower --instances / DataLoader.sample_per_id or use DataLoader.small_items: repeat")
     return keep
 
 
 def _as_labels(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be a 1-D integer array, got {labels.dtype} of shape {labels.shape}")
+        raise ProdrecError(f"labels must be a 1-D integer array, got {labels.dtype} of shape {labels.shape}")
     return labels

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from prodrec.data.synthetic_drawing import KINDS, VIEW_WORDS, render_item, render_view
+from prodrec.utils import ProdrecError, ProdrecTypeError
 
 __all__ = ["SyntheticInfo", "make_synthetic_inshop"]
 
@@ -44,7 +45,8 @@ def _check_arguments(items: int, views: int, image_size: int, train_fraction: fl
         integer = name in ints
         if isinstance(value, bool) or not isinstance(value, (int, np.integer) if integer else (int, float, np.number)):
             wanted = "an integer" if integer else "a float"
-            raise TypeError(f"make_synthetic_inshop: {name} must be {wanted}, got {type(value).__name__} {value!r}")
+            raise ProdrecTypeError(f"make_synthetic_inshop: {name} must be {wanted}, got {type(value).__name__} "
+                                   f"{value!r}")
     problems = [f"{name} must be >= {low}, got {ints[name]} (pass {name}={low} or more)"
                 for name, low in (("items", 4), ("views", 2), ("image_size", 32), ("seed", 0)) if ints[name] < low]
     if not 0 < train_fraction < 1:
@@ -53,7 +55,7 @@ def _check_arguments(items: int, views: int, image_size: int, train_fraction: fl
         problems.append(f"train_fraction={train_fraction} with items={items} gives {round(items * train_fraction)} "
                         f"train items, but train and test need >= 2 items each (pass a train_fraction nearer 0.5)")
     if problems:
-        raise ValueError("make_synthetic_inshop: " + "; ".join(problems))
+        raise ProdrecError("make_synthetic_inshop: " + "; ".join(problems))
     return {**{name: int(value) for name, value in ints.items()}, "train_fraction": float(train_fraction),
             "format_version": _FORMAT_VERSION}
 
@@ -61,7 +63,7 @@ def _check_arguments(items: int, views: int, image_size: int, train_fraction: fl
 def _previous_set(root: Path, arguments: dict) -> SyntheticInfo | None:
     """The info of a complete set with these arguments in ``root``; raise if ``root`` holds foreign files."""
     if root.exists() and not root.is_dir():
-        raise ValueError(f"root {root} is a file; pass a folder path (new or empty) for the synthetic set")
+        raise ProdrecError(f"root {root} is a file; pass a folder path (new or empty) for the synthetic set")
     if not root.exists() or not any(root.iterdir()):
         return None
     try:
@@ -69,8 +71,8 @@ def _previous_set(root: Path, arguments: dict) -> SyntheticInfo | None:
     except (OSError, ValueError):
         previous = None
     if not isinstance(previous, dict) or previous.get("generator") != _GENERATOR:
-        raise ValueError(f"root {root} is not empty and holds no synthetic set ({_MARKER} missing or not ours); "
-                         f"pass an empty or new folder")
+        raise ProdrecError(f"root {root} is not empty and holds no synthetic set ({_MARKER} missing or not ours); "
+                           f"pass an empty or new folder")
     listings = (root / "Eval/list_eval_partition.txt", root / "Anno/list_bbox_inshop.txt")
     if previous.get("complete") and previous.get("arguments") == arguments and all(p.is_file() for p in listings):
         return SyntheticInfo(root=root, **previous["info"])

@@ -11,6 +11,7 @@ import torch
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402  (the variable above must be set before the import)
 from albumentations.pytorch import ToTensorV2  # noqa: E402
+from prodrec.utils import ProdrecError, ProdrecTypeError
 
 __all__ = ["ImageTransform", "train_transform", "eval_transform"]
 
@@ -38,7 +39,7 @@ class ImageTransform:
                 and image.shape[2] == 3):
             described = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) \
                 else type(image).__name__
-            raise TypeError(f"ImageTransform expects an HxWx3 uint8 RGB array, got {described}")
+            raise ProdrecTypeError(f"ImageTransform expects an HxWx3 uint8 RGB array, got {described}")
         worker = torch.utils.data.get_worker_info()
         if worker is not None and worker.seed != self._worker_seed:
             self._worker_seed = worker.seed
@@ -91,12 +92,12 @@ def eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float])
 
 def _check(image_size: int, mean: Sequence[float], std: Sequence[float], **probabilities: float) -> None:
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        raise ProdrecError(f"image_size must be a positive integer, got {image_size!r}")
     for name, values in (("mean", mean), ("std", std)):
         if len(values) != 3:
-            raise ValueError(f"{name} must have 3 values (R, G, B) in 0-1 units, got {values!r}")
+            raise ProdrecError(f"{name} must have 3 values (R, G, B) in 0-1 units, got {values!r}")
     if min(std) <= 0:
-        raise ValueError(f"std values must be positive, got {std!r}")
+        raise ProdrecError(f"std values must be positive, got {std!r}")
     for name, p in probabilities.items():
         if not 0 <= p <= 1:
-            raise ValueError(f"{name} is a probability in [0, 1], got {p!r}")
+            raise ProdrecError(f"{name} is a probability in [0, 1], got {p!r}")

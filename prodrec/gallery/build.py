@@ -9,26 +9,22 @@ by another one, whose features would not be comparable. An exported model
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from prodrec.data import ImageList, raise_problems, read_lines
-from prodrec.data import read_image_folder
-from prodrec.retrieval import extract_embeddings
+from prodrec.data import ImageList, raise_problems, read_image_folder, read_lines
 from prodrec.gallery.index import GalleryIndex
-from prodrec.models import Embedder
-from prodrec.utils import ProdrecTypeError
-
-if TYPE_CHECKING:
-    from prodrec.models import ExportedEmbedder
+from prodrec.models import ImageEmbedder
+from prodrec.retrieval import extract_embeddings
+from prodrec.utils import ProdrecError, ProdrecTypeError
 
 __all__ = ["AnyEmbedder", "GalleryImages", "read_gallery_list", "embedder_info", "check_embedder", "add_images",
            "build_gallery"]
 
-AnyEmbedder = Union[Embedder, "ExportedEmbedder"]
-"""An :class:`~prodrec.models.Embedder` or an :class:`~prodrec.models.ExportedEmbedder`."""
+AnyEmbedder = ImageEmbedder
+"""Any :class:`~prodrec.models.ImageEmbedder`: an :class:`~prodrec.models.Embedder`, an
+:class:`~prodrec.models.ExportedEmbedder`, or another implementation of the contract."""
 GalleryImages = Union[ImageList, str, os.PathLike, Sequence[Tuple[str, ...]]]
 """An ImageList, a ``root/<label>/<image>`` folder, or ``(path, label[, product name])`` tuples."""
 
@@ -75,10 +71,10 @@ def read_gallery_list(list_path: Union[str, os.PathLike], *, image_root: Union[s
 def embedder_info(embedder: AnyEmbedder) -> Dict[str, Any]:
     """What identifies the features a model makes (``embedder.embedder_info``): backbone, embedding size,
     preprocessing, weights hash. An exported model gives the record of the model it was exported from."""
-    info = getattr(embedder, "embedder_info", None)
-    if not isinstance(info, dict):
-        raise ProdrecTypeError(f"expected an Embedder or an ExportedEmbedder, got {type(embedder).__name__}")
-    return info
+    if not isinstance(embedder, ImageEmbedder):
+        raise ProdrecTypeError(f"expected an ImageEmbedder (an Embedder or an ExportedEmbedder), got "
+                               f"{type(embedder).__name__}")
+    return embedder.embedder_info
 
 
 def check_embedder(gallery: GalleryIndex, embedder: AnyEmbedder) -> Dict[str, Any]:
@@ -88,15 +84,15 @@ def check_embedder(gallery: GalleryIndex, embedder: AnyEmbedder) -> Dict[str, An
         ValueError: Another embedding size, or another model than the one recorded in the gallery.
     """
     if embedder.embedding_size != gallery.dim:
-        raise ValueError(f"the model makes {embedder.embedding_size}-d features but the gallery holds "
-                         f"{gallery.dim}-d ones; use the model the gallery was built with")
+        raise ProdrecError(f"the model makes {embedder.embedding_size}-d features but the gallery holds "
+                           f"{gallery.dim}-d ones; use the model the gallery was built with")
     info = embedder_info(embedder)
     recorded = gallery.embedder_info
     if recorded is not None and recorded != info:
         differ = sorted(key for key in info if recorded.get(key) != info[key])
-        raise ValueError(f"the gallery was built with another model (differs in {', '.join(differ)}): its "
-                         "features are not comparable with this model's. Use the gallery's model, or rebuild "
-                         "the gallery with this one")
+        raise ProdrecError(f"the gallery was built with another model (differs in {', '.join(differ)}): its "
+                           "features are not comparable with this model's. Use the gallery's model, or rebuild "
+                           "the gallery with this one")
     return info
 
 
@@ -141,14 +137,8 @@ def _embed(embedder: AnyEmbedder, images: GalleryImages, *, batch_size: int, num
            progress: bool) -> Tuple[np.ndarray, Dict[str, list]]:
     """Features of the images and the ``labels``, ``names``, ``paths`` keywords of :meth:`GalleryIndex.add`."""
     listing, names = _listing(images)
-    if isinstance(embedder, Embedder):
-        features = extract_embeddings(embedder, listing, desc="embed gallery", batch_size=batch_size,
-                                      num_workers=num_workers, progress=progress)
-    else:
-        paths = list(listing.paths)
-        features = np.concatenate([embedder.embed(paths[start:start + batch_size], batch_size=batch_size).numpy()
-                                   for start in tqdm(range(0, len(paths), batch_size), desc="embed gallery",
-                                                     unit="batch", disable=not progress)])
+    features = extract_embeddings(embedder, listing, desc="embed gallery", batch_size=batch_size,
+                                  num_workers=num_workers, progress=progress)
     labels = [listing.classes[i] for i in listing.labels]
     return features, {"labels": labels, "names": names, "paths": list(listing.paths)}
 
@@ -157,12 +147,12 @@ def _listing(images: GalleryImages) -> Tuple[ImageList, Optional[List[Optional[s
     """The images as an ImageList (labels as class names) and their product names (None: no names)."""
     if isinstance(images, ImageList):
         if not len(images):
-            raise ValueError("the gallery ImageList is empty; give at least one image")
+            raise ProdrecError("the gallery ImageList is empty; give at least one image")
         return images, None
     if isinstance(images, (str, os.PathLike)):
         if os.path.isfile(images):
-            raise ValueError(f"{os.fspath(images)} is a file; pass a gallery list through read_gallery_list "
-                             "(build_gallery(model, read_gallery_list(PATH))), or a folder of root/<label>/<image>")
+            raise ProdrecError(f"{os.fspath(images)} is a file; pass a gallery list through read_gallery_list "
+                               "(build_gallery(model, read_gallery_list(PATH))), or a folder of root/<label>/<image>")
         return read_image_folder(images), None
     images, problems = list(images), []
     for number, item in enumerate(images):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from prodrec.retrieval import METRICS, check_index_type, faiss_message, new_fais
 from prodrec.retrieval import rerank_gallery
 from prodrec.gallery.store import load_gallery, save_gallery
 from prodrec.retrieval import import_faiss, use_faiss_gpu, l2_normalize
+from prodrec.utils import ProdrecError
 
 
 __all__ = ["GalleryIndex", "SearchResult"]
@@ -57,9 +58,9 @@ class GalleryIndex:
 
     def __init__(self, dim: int, *, index_type: str = "Flat", metric: str = "ip", keep_features: bool = True) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise ValueError(f"dim must be a positive integer (the feature dimension), got {dim!r}")
+            raise ProdrecError(f"dim must be a positive integer (the feature dimension), got {dim!r}")
         if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+            raise ProdrecError(f"metric must be one of {METRICS}, got {metric!r}")
         self.dim, self.metric, self.keep_features = int(dim), metric, bool(keep_features)
         self.index_type = check_index_type(index_type, self.dim)
         self.embedder_info: Optional[Dict[str, Any]] = None
@@ -122,14 +123,14 @@ class GalleryIndex:
         """Train an IVF index (coarse centroids, PQ codebooks) on a representative feature sample, before
         any :meth:`add`; a sample too small for the index type raises ValueError."""
         if len(self):
-            raise ValueError(f"train() must run before vectors are added; this index holds {len(self)}. "
-                             "Use rebuild() to retrain on the kept features")
+            raise ProdrecError(f"train() must run before vectors are added; this index holds {len(self)}. "
+                               "Use rebuild() to retrain on the kept features")
         sample = self._check_features(sample_features, "sample_features")
         try:
             self._index.train(sample)
         except RuntimeError as error:
-            raise ValueError(f"training the {self.index_type} index on {len(sample)} vectors failed: "
-                             f"{faiss_message(error)}; train on more vectors or pick a smaller nlist / m") from error
+            raise ProdrecError(f"training the {self.index_type} index on {len(sample)} vectors failed: "
+                               f"{faiss_message(error)}; train on more vectors or pick a smaller nlist / m") from error
 
     def add(self, features: np.ndarray, labels: Sequence[str], *, names: Optional[Sequence[Optional[str]]] = None,
             paths: Optional[Sequence[Optional[str]]] = None) -> np.ndarray:
@@ -156,7 +157,7 @@ class GalleryIndex:
         index from the kept features without them (:meth:`rebuild`). Unknown ids or labels raise ValueError.
         """
         if (ids is None) == (label is None):
-            raise ValueError("remove() takes either ids or label (not both, not neither)")
+            raise ProdrecError("remove() takes either ids or label (not both, not neither)")
         if ids is not None:
             wanted = np.unique(np.asarray(list(ids), dtype=np.int64))
             found, where = np.isin(wanted, self.ids), np.isin(self.ids, wanted)
@@ -164,17 +165,17 @@ class GalleryIndex:
             wanted = np.unique(np.asarray([label] if isinstance(label, str) else list(label), dtype=object))
             found, where = np.isin(wanted, self.labels), np.isin(self.labels, wanted)
         if not found.all():
-            raise ValueError(f"not in the gallery: {'ids' if ids is not None else 'labels'} "
-                             f"{wanted[~found][:20].tolist()} ({int((~found).sum())} in all); nothing was removed")
+            raise ProdrecError(f"not in the gallery: {'ids' if ids is not None else 'labels'} "
+                               f"{wanted[~found][:20].tolist()} ({int((~found).sum())} in all); nothing was removed")
         if rebuild:
             self._rebuild(self.index_type, keep=~where)
             return int(where.sum())
         try:
             removed = self._index.remove_ids(self.ids[where])
         except RuntimeError as error:
-            raise ValueError(f"a {self.index_type} index cannot remove vectors in place (faiss: "
-                             f"{faiss_message(error)}); call remove(..., rebuild=True), which rebuilds it "
-                             "from the kept features, or rebuild the gallery from its images") from error
+            raise ProdrecError(f"a {self.index_type} index cannot remove vectors in place (faiss: "
+                               f"{faiss_message(error)}); call remove(..., rebuild=True), which rebuilds it "
+                               "from the kept features, or rebuild the gallery from its images") from error
         assert removed == where.sum(), (removed, where.sum())
         self._columns = {key: column[~where] for key, column in self._columns.items()}
         self._gpu = None
@@ -188,16 +189,16 @@ class GalleryIndex:
 
     def _rebuild(self, index_type: str, keep: np.ndarray) -> None:
         if not self.keep_features:
-            raise ValueError("rebuild() needs the features, but this index was made with keep_features=False; "
-                             "rebuild the gallery from its images (prodrec.gallery.build_gallery)")
+            raise ProdrecError("rebuild() needs the features, but this index was made with keep_features=False; "
+                               "rebuild the gallery from its images (prodrec.gallery.build_gallery)")
         columns = {key: column[keep] for key, column in self._columns.items()}
         fresh = new_faiss_index(self.dim, index_type, self.metric)
         if not fresh.is_trained:
             try:
                 fresh.train(columns["features"])
             except RuntimeError as error:
-                raise ValueError(f"cannot rebuild as {index_type}: training on the {len(columns['ids'])} kept "
-                                 f"features failed ({faiss_message(error)})") from error
+                raise ProdrecError(f"cannot rebuild as {index_type}: training on the {len(columns['ids'])} kept "
+                                   f"features failed ({faiss_message(error)})") from error
         fresh.add_with_ids(columns["features"], columns["ids"])
         knobs = {"nprobe": self.nprobe, "ef_search": self.ef_search} if index_type == self.index_type else {}
         self._index, self.index_type, self._columns, self._gpu = fresh, index_type, columns, None
@@ -240,8 +241,8 @@ class GalleryIndex:
     def _search_index(self, k: int, device: str):
         """The index, or for Flat a copy on the GPU (made once, dropped when the gallery changes)."""
         if device not in ("auto", "cpu", "cuda") or (device == "cuda" and self.index_type != "Flat"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda' (for Flat indexes), got {device!r} for a "
-                             f"{self.index_type} index")
+            raise ProdrecError(f"device must be 'auto', 'cpu' or 'cuda' (for Flat indexes), got {device!r} for a "
+                               f"{self.index_type} index")
         faiss = import_faiss()
         if self.index_type != "Flat" or not use_faiss_gpu(faiss, device, k):
             return self._index
@@ -252,13 +253,13 @@ class GalleryIndex:
 
     def _require_trained(self) -> None:
         if not self.is_trained:
-            raise ValueError(f"the {self.index_type} index is not trained: call train(sample_features) with a "
-                             "representative sample first (build_gallery trains on the gallery itself)")
+            raise ProdrecError(f"the {self.index_type} index is not trained: call train(sample_features) with a "
+                               "representative sample first (build_gallery trains on the gallery itself)")
 
     def _check_features(self, features: np.ndarray, name: str) -> np.ndarray:
         array = l2_normalize(features)
         if array.shape[1] != self.dim:
-            raise ValueError(f"{name} have dimension {array.shape[1]}, but this index holds {self.dim}-d features")
+            raise ProdrecError(f"{name} have dimension {array.shape[1]}, but this index holds {self.dim}-d features")
         return array
 
 
@@ -270,7 +271,7 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 def _positive(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ProdrecError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
@@ -280,12 +281,12 @@ def _strings(values: Optional[Sequence[Any]], count: int, name: str, *, optional
         return np.full(count, None, dtype=object)
     values = values if values is None or isinstance(values, str) else list(values)
     if values is None or isinstance(values, str) or len(values) != count:
-        raise ValueError(f"{name} must be a sequence of {count} entries, one per feature row; got {values!r:.80}")
+        raise ProdrecError(f"{name} must be a sequence of {count} entries, one per feature row; got {values!r:.80}")
     allowed = (type(None),) if optional else ()
     bad = [i for i, v in enumerate(values) if not (isinstance(v, str) and v) and not isinstance(v, allowed)]
     if bad:
-        raise ValueError(f"{name} must be non-empty strings{' or None' if optional else ''}; rows {bad[:20]} "
-                         f"({len(bad)} in all) are not, e.g. {values[bad[0]]!r}")
+        raise ProdrecError(f"{name} must be non-empty strings{' or None' if optional else ''}; rows {bad[:20]} "
+                           f"({len(bad)} in all) are not, e.g. {values[bad[0]]!r}")
     array = np.empty(count, dtype=object)
     array[:] = [None if v is None else str(v) for v in values]
     return array

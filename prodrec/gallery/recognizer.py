@@ -16,6 +16,7 @@ from prodrec.data import raise_problems, read_lines, as_rgb_array
 from prodrec.gallery.build import AnyEmbedder, check_embedder
 from prodrec.gallery.index import GalleryIndex
 from prodrec.retrieval import RERANK_METHODS
+from prodrec.utils import ProdrecError
 
 __all__ = ["UNKNOWN", "Match", "Recognition", "Recognizer", "read_inshop_boxes"]
 
@@ -74,11 +75,11 @@ class Recognizer:
     def __init__(self, embedder: AnyEmbedder, index: GalleryIndex, *, k: int = 5, threshold: float = 0.5,
                  batch_size: int = 64, rerank: Optional[str] = None) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+            raise ProdrecError(f"k must be a positive integer, got {k!r}")
         if rerank is not None and rerank not in RERANK_METHODS:
-            raise ValueError(f"rerank must be None or one of {sorted(RERANK_METHODS)}, got {rerank!r}")
+            raise ProdrecError(f"rerank must be None or one of {sorted(RERANK_METHODS)}, got {rerank!r}")
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-            raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+            raise ProdrecError(f"threshold must be a finite number, got {threshold!r}")
         check_embedder(index, embedder)
         self.embedder, self.index, self.k, self.threshold, self.batch_size = embedder, index, k, threshold, batch_size
         self.rerank = rerank
@@ -158,9 +159,9 @@ def _check_boxes(boxes: Sequence[Sequence[float]], width: int, height: int) -> L
     try:
         array = np.asarray(boxes, dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"boxes must be a list of (x1, y1, x2, y2) numbers, got {boxes!r:.100}") from error
+        raise ProdrecError(f"boxes must be a list of (x1, y1, x2, y2) numbers, got {boxes!r:.100}") from error
     if array.ndim != 2 or array.shape[1] != 4:
-        raise ValueError(f"boxes must be a list of (x1, y1, x2, y2) numbers (shape [B, 4]), got shape {array.shape}")
+        raise ProdrecError(f"boxes must be a list of (x1, y1, x2, y2) numbers (shape [B, 4]), got shape {array.shape}")
     limits = np.array([width, height, width, height], dtype=np.float64)
     clipped = np.clip(np.nan_to_num(array), 0, limits)
     pixels = np.concatenate([np.floor(clipped[:, :2]), np.ceil(clipped[:, 2:])], axis=1).astype(int)

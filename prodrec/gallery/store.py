@@ -13,20 +13,18 @@ checksums before faiss reads a byte, then that dimension, metric and count agree
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Union
 
 import numpy as np
 
 from prodrec import __version__
-from prodrec.retrieval import METRICS, check_index_type
-from prodrec.retrieval import import_faiss
+from prodrec.retrieval import METRICS, check_index_type, import_faiss
+from prodrec.utils import ProdrecError, atomic_write, file_sha256
 
-__all__ = ["GALLERY_FORMAT", "GALLERY_VERSION", "save_gallery", "load_gallery", "file_sha256"]
+__all__ = ["GALLERY_FORMAT", "GALLERY_VERSION", "save_gallery", "load_gallery"]
 
 GALLERY_FORMAT = "prodrec.gallery"
 GALLERY_VERSION = 1
@@ -34,7 +32,7 @@ _INDEX_FILE, _ARRAYS_FILE, _META_FILE = "index.faiss", "meta.npz", "meta.json"
 _ARRAYS = ("ids", "labels", "names", "paths")
 
 
-def save_gallery(gallery: "GalleryIndex", directory: Union[str, os.PathLike]) -> Path:
+def save_gallery(gallery: Any, directory: Union[str, os.PathLike]) -> Path:
     """Write ``gallery`` into ``directory`` (created if needed; the three files replaced atomically)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -44,7 +42,7 @@ def save_gallery(gallery: "GalleryIndex", directory: Union[str, os.PathLike]) ->
         arrays["features"] = gallery.features
     faiss = import_faiss()
     files = {
-        _INDEX_FILE: _write_atomic(directory / _INDEX_FILE, lambda path: faiss.write_index(gallery._index, path)),
+        _INDEX_FILE: _write_atomic(directory / _INDEX_FILE, lambda path: faiss.write_index(gallery._index, str(path))),
         _ARRAYS_FILE: _write_atomic(directory / _ARRAYS_FILE, lambda path: _savez(path, arrays)),
     }
     meta = {"format": GALLERY_FORMAT, "version": GALLERY_VERSION, "prodrec_version": __version__,
@@ -56,7 +54,7 @@ def save_gallery(gallery: "GalleryIndex", directory: Union[str, os.PathLike]) ->
     return directory
 
 
-def load_gallery(directory: Union[str, os.PathLike], gallery_class: Callable[..., "GalleryIndex"]) -> "GalleryIndex":
+def load_gallery(directory: Union[str, os.PathLike], gallery_class: Callable[..., Any]) -> Any:
     """Read a gallery written by :func:`save_gallery` into a new ``gallery_class`` (GalleryIndex), checking it first.
 
     Raises:
@@ -76,9 +74,9 @@ def load_gallery(directory: Union[str, os.PathLike], gallery_class: Callable[...
                            keep_features=meta["keep_features"])
     index = import_faiss().read_index(str(directory / _INDEX_FILE))
     if index.d != meta["dim"] or index.ntotal != meta["count"] or not _same_kind(index, gallery._index):
-        raise ValueError(f"{directory / _INDEX_FILE} holds {index.ntotal} vectors of dimension {index.d} in an "
-                         f"{_describe(index)}, but {meta_path} says {meta['count']} of dimension {meta['dim']} in "
-                         f"a {meta['index_type']} ({_describe(gallery._index)}); the gallery folder is inconsistent")
+        raise ProdrecError(f"{directory / _INDEX_FILE} holds {index.ntotal} vectors of dimension {index.d} in an "
+                           f"{_describe(index)}, but {meta_path} says {meta['count']} of dimension {meta['dim']} in "
+                           f"a {meta['index_type']} ({_describe(gallery._index)}); the gallery folder is inconsistent")
     with np.load(directory / _ARRAYS_FILE, allow_pickle=False) as stored:
         arrays = {key: stored[key] for key in stored.files}
     _check_arrays(arrays, meta, directory / _ARRAYS_FILE)
@@ -113,13 +111,13 @@ def _read_meta(path: Path) -> dict:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); the gallery folder is damaged") from error
+        raise ProdrecError(f"{path} is not valid JSON ({error}); the gallery folder is damaged") from error
     if not isinstance(meta, dict) or meta.get("format") != GALLERY_FORMAT:
-        raise ValueError(f"{path} is not a prodrec gallery file (its 'format' is not {GALLERY_FORMAT!r})")
+        raise ProdrecError(f"{path} is not a prodrec gallery file (its 'format' is not {GALLERY_FORMAT!r})")
     version = meta.get("version")
     if not isinstance(version, int) or version > GALLERY_VERSION:
-        raise ValueError(f"{path}: gallery format version {version!r} is newer than this prodrec "
-                         f"({__version__}) reads (up to {GALLERY_VERSION}); upgrade prodrec")
+        raise ProdrecError(f"{path}: gallery format version {version!r} is newer than this prodrec "
+                           f"({__version__}) reads (up to {GALLERY_VERSION}); upgrade prodrec")
     keys = {"dim": int, "metric": str, "index_type": str, "count": int, "next_id": int, "keep_features": bool,
             "files": dict}
     problems = [f"{key!r} must be {kind.__name__}" for key, kind in keys.items() if not isinstance(meta.get(key), kind)]
@@ -132,7 +130,7 @@ def _read_meta(path: Path) -> dict:
         if meta["count"] < 0 or meta["next_id"] < 0:
             problems.append("count and next_id must be >= 0")
     if problems:
-        raise ValueError(f"{path}: invalid gallery metadata: {'; '.join(problems)}")
+        raise ProdrecError(f"{path}: invalid gallery metadata: {'; '.join(problems)}")
     check_index_type(meta["index_type"], meta["dim"])
     meta.setdefault("embedder", None)
     return meta
@@ -143,9 +141,9 @@ def _verify_file(path: Path, expected: dict, meta_path: Path) -> None:
         raise FileNotFoundError(f"{path} not found; the gallery folder is incomplete")
     digest = file_sha256(path)
     if digest != expected["sha256"]:
-        raise ValueError(f"{path} is damaged or was changed after saving: its sha256 ({digest[:12]}..., "
-                         f"{path.stat().st_size} bytes) is not the one {meta_path} records ({expected['sha256'][:12]}"
-                         f"..., {expected.get('bytes')} bytes); save the gallery again or restore the folder")
+        raise ProdrecError(f"{path} is damaged or was changed after saving: its sha256 ({digest[:12]}..., "
+                           f"{path.stat().st_size} bytes) is not the one {meta_path} records ({expected['sha256'][:12]}"
+                           f"..., {expected.get('bytes')} bytes); save the gallery again or restore the folder")
 
 
 def _check_arrays(arrays: dict, meta: dict, path: Path) -> None:
@@ -163,37 +161,18 @@ def _check_arrays(arrays: dict, meta: dict, path: Path) -> None:
         if count and np.any(arrays["labels"] == ""):
             problems.append("'labels' has empty entries")
     if problems:
-        raise ValueError(f"{path} does not match {path.parent / _META_FILE}: {'; '.join(problems)}")
+        raise ProdrecError(f"{path} does not match {path.parent / _META_FILE}: {'; '.join(problems)}")
 
 
-def _write_atomic(path: Path, write: Callable[[str], None]) -> dict:
-    """Run ``write(temporary_path)`` in ``path``'s folder, fsync, rename over ``path``; return its checksum."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temporary)
-        with open(temporary, "rb") as stream:
-            os.fsync(stream.fileno())
-        checksum = {"sha256": file_sha256(Path(temporary)), "bytes": os.path.getsize(temporary)}
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return checksum
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> dict:
+    """:func:`prodrec.utils.atomic_write` ``path``; return its checksum and size."""
+    atomic_write(path, write)
+    return {"sha256": file_sha256(path), "bytes": os.path.getsize(path)}
 
 
-def _savez(path: str, arrays: dict) -> None:
+def _savez(path: Path, arrays: dict) -> None:
     with open(path, "wb") as stream:  # a file object, so numpy does not append ".npz" to the name
         np.savez(stream, **arrays)
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes as hex, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _unicode(values: np.ndarray) -> np.ndarray:

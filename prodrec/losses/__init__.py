@@ -1,4 +1,7 @@
-"""Losses: the classification heads (ArcMargin, FC), pytorch-metric-learning adapters and the weighted sum a config names."""
-from prodrec.losses.build import (ArcMarginLoss, FCClassifierLoss, MinedLoss, WeightedLoss, triplet_loss_v2, build_loss, build_pml_object)
+"""Losses: the classification heads (ArcMargin, FC), pytorch-metric-learning adapters and the weighted sum
+a config names."""
+from prodrec.losses.build import (ArcMarginLoss, FCClassifierLoss, MinedLoss, WeightedLoss, triplet_loss_v2,
+                                  build_loss, build_pml_object)
 
-__all__ = ["ArcMarginLoss", "FCClassifierLoss", "MinedLoss", "WeightedLoss", "triplet_loss_v2", "build_loss", "build_pml_object"]
+__all__ = ["ArcMarginLoss", "FCClassifierLoss", "MinedLoss", "WeightedLoss", "triplet_loss_v2", "build_loss",
+           "build_pml_object"]

@@ -25,6 +25,7 @@ from pytorch_metric_learning import distances, losses, miners, reducers, regular
 from torch import nn
 
 from prodrec.config import HeadConfig
+from prodrec.utils import ProdrecError
 
 __all__ = [
     "ArcMarginLoss",
@@ -128,13 +129,13 @@ class WeightedLoss(nn.Module):
     def __init__(self, terms: Dict[str, nn.Module], weights: Dict[str, float]) -> None:
         super().__init__()
         if not terms or set(terms) != set(weights):
-            raise ValueError("WeightedLoss needs at least one loss and one weight per loss")
+            raise ProdrecError("WeightedLoss needs at least one loss and one weight per loss")
         self.terms = nn.ModuleDict(terms)
         self.weights = dict(weights)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
-            raise ValueError(
+            raise ProdrecError(
                 f"expected embeddings [N, D] and labels [N], got {tuple(embeddings.shape)} and {tuple(labels.shape)}"
             )
         embeddings = embeddings.float()  # PML casts its own weights to the input dtype; keep them float32
@@ -156,16 +157,16 @@ def build_pml_object(spec: Any, where: str) -> Any:
             try:
                 return cls(**kwargs)
             except TypeError as error:
-                raise ValueError(f"{where}: cannot build PML {name}({kwargs}): {error}") from None
+                raise ProdrecError(f"{where}: cannot build PML {name}({kwargs}): {error}") from None
     return spec
 
 
 def _classification_loss(head: Optional[HeadConfig], params: Dict[str, Any], num_classes: int, width: int) -> nn.Module:
     if head is None:
-        raise ValueError("Loss CELoss needs a classification head: set Arch.Head (ArcMargin or FC)")
+        raise ProdrecError("Loss CELoss needs a classification head: set Arch.Head (ArcMargin or FC)")
     unknown = set(params) - {"epsilon"}
     if unknown:
-        raise ValueError(f"Loss.Train CELoss: unknown parameters {sorted(unknown)}; CELoss takes weight and epsilon")
+        raise ProdrecError(f"Loss.Train CELoss: unknown parameters {sorted(unknown)}; CELoss takes weight and epsilon")
     smoothing = float(params.get("epsilon") or 0.0)
     if head.name == "FC":
         return FCClassifierLoss(num_classes, width, label_smoothing=smoothing)
@@ -191,11 +192,11 @@ def _pml_loss(name: str, params: Dict[str, Any], num_classes: int, width: int, w
     cls = getattr(losses, name, None)
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         known = sorted(n for n in dir(losses) if n.endswith("Loss") and n != "BaseMetricLossFunction")
-        raise ValueError(f"{where}: unknown loss {name!r}; use CELoss, TripletLossV2 or a PML loss: {known}")
+        raise ProdrecError(f"{where}: unknown loss {name!r}; use CELoss, TripletLossV2 or a PML loss: {known}")
     params = dict(params)
     miner = build_pml_object(params.pop("miner"), f"{where}.miner") if "miner" in params else None
     if miner is not None and not isinstance(miner, miners.BaseMiner):
-        raise ValueError(f"{where}.miner must be a PML miner by name, e.g. miner: {{BatchHardMiner: {{}}}}")
+        raise ProdrecError(f"{where}.miner must be a PML miner by name, e.g. miner: {{BatchHardMiner: {{}}}}")
     kwargs = {key: build_pml_object(value, f"{where}.{key}") for key, value in params.items()}
     for key, value in (("num_classes", num_classes), ("embedding_size", width)):
         if key not in kwargs and _init_takes(cls, key):
@@ -203,7 +204,7 @@ def _pml_loss(name: str, params: Dict[str, Any], num_classes: int, width: int, w
     try:
         return MinedLoss(cls(**kwargs), miner)
     except TypeError as error:
-        raise ValueError(f"{where}: cannot build PML {name}({kwargs}): {error}") from None
+        raise ProdrecError(f"{where}: cannot build PML {name}({kwargs}): {error}") from None
 
 
 def build_loss(
@@ -231,13 +232,13 @@ def build_loss(
         params = dict(raw or {})
         weight = params.pop("weight", 1.0)
         if not isinstance(weight, (int, float)) or isinstance(weight, bool):
-            raise ValueError(f"{where}.weight must be a number, got {weight!r}")
+            raise ProdrecError(f"{where}.weight must be a number, got {weight!r}")
         if name == "CELoss":
             term = _classification_loss(head, params, num_classes, embedding_size)
         elif name == "TripletLossV2":
             unknown = set(params) - {"margin", "normalize_feature", "feature_from"}
             if unknown or params.pop("feature_from", "features") != "features":
-                raise ValueError(f"{where}: unsupported parameters {sorted(unknown) or ['feature_from']}")
+                raise ProdrecError(f"{where}: unsupported parameters {sorted(unknown) or ['feature_from']}")
             term = triplet_loss_v2(**params)
         else:
             term = _pml_loss(name, params, num_classes, embedding_size, where)

@@ -12,14 +12,14 @@ import socket
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from prodrec import __version__
-from prodrec.utils import read_torch_file
+from prodrec.models.contract import ImageEmbedder
+from prodrec.utils import ProdrecError, ProdrecRuntimeError, read_torch_file
 
 __all__ = ["Embedder", "resolve_backbone_name", "BACKBONE_ALIASES", "EMBEDDER_FORMAT"]
 
@@ -32,7 +32,6 @@ BACKBONE_ALIASES = {
     "ResNet152_vd": "resnet152d",
     "ResNet50": "resnet50",
 }
-ImageInput = Union[torch.Tensor, Sequence[Any]]
 
 
 def resolve_backbone_name(name: str) -> str:
@@ -40,14 +39,14 @@ def resolve_backbone_name(name: str) -> str:
     resolved = BACKBONE_ALIASES.get(name, name)
     if not timm.is_model(resolved):
         close = timm.list_models(f"*{resolved.lower()[:6]}*")[:8]
-        raise ValueError(
+        raise ProdrecError(
             f"unknown backbone {name!r}: not a timm model name nor one of the PaddleClas aliases "
             f"{sorted(BACKBONE_ALIASES)}; similar timm names: {close}"
         )
     return resolved
 
 
-class Embedder(nn.Module):
+class Embedder(nn.Module, ImageEmbedder):
     """Image -> embedding model with its own preprocessing.
 
     Args:
@@ -76,7 +75,7 @@ class Embedder(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(embedding_size, int) or embedding_size < 1:
-            raise ValueError(f"embedding_size must be a positive integer, got {embedding_size!r}")
+            raise ProdrecError(f"embedding_size must be a positive integer, got {embedding_size!r}")
         self.backbone_name = resolve_backbone_name(backbone)
         init_file = None if isinstance(pretrained, bool) else Path(pretrained)
         self.backbone = _create_backbone(self.backbone_name, pretrained is True)
@@ -98,11 +97,6 @@ class Embedder(nn.Module):
         return self.backbone.num_features
 
     @property
-    def preprocessing(self) -> Dict[str, Any]:
-        """What an input image must go through: RGB, resize to ``image_size``, then normalise."""
-        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std), "color": "RGB"}
-
-    @property
     def embedder_info(self) -> Dict[str, Any]:
         """What identifies the features this model makes: backbone, embedding size, preprocessing and a
         hash of the weights (galleries record it and refuse another model's features)."""
@@ -117,55 +111,22 @@ class Embedder(nn.Module):
         """Raw (not normalised) embeddings of a preprocessed ``[N, 3, H, W]`` batch."""
         # Tracing (ONNX/TorchScript export) records shapes symbolically; the check is for eager callers.
         if not torch.jit.is_tracing() and (images.ndim != 4 or images.shape[1] != 3):
-            raise ValueError(f"expected a [N, 3, H, W] image batch, got shape {tuple(images.shape)}")
+            raise ProdrecError(f"expected a [N, 3, H, W] image batch, got shape {tuple(images.shape)}")
         return self.neck(self.backbone(images))
 
-    @torch.inference_mode()
-    def embed(
-        self,
-        images: ImageInput,
-        *,
-        batch_size: int = 64,
-        device: Union[str, torch.device, None] = None,
-    ) -> torch.Tensor:
-        """L2-normalised embeddings ``[N, D]`` (float32, on the CPU).
-
-        Args:
-            images: a preprocessed tensor ``[N, 3, H, W]`` (or one ``[3, H, W]``), or a list of
-                image paths, PIL images or HWC uint8 RGB numpy arrays (preprocessed here).
-            batch_size: images per forward pass.
-            device: where to run; defaults to the model's device.
-        """
-        device = torch.device(device) if device is not None else next(self.parameters()).device
+    def embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """L2-normalised float32 CPU features of a preprocessed ``[N, 3, H, W]`` batch, in eval mode on the
+        model's device (channels-last; float16 autocast on CUDA); the embedding contract's one method."""
+        device = next(self.parameters()).device
         was_training = self.training
         self.eval()
         try:
-            chunks = [
-                F.normalize(self(batch.to(device, non_blocking=True)).float(), dim=1).cpu()
-                for batch in self._batches(images, batch_size)
-            ]
+            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16,
+                                                        enabled=device.type == "cuda"):
+                batch = batch.to(device, non_blocking=True, memory_format=torch.channels_last)
+                return F.normalize(self(batch).float(), dim=1).cpu()
         finally:
             self.train(was_training)
-        return torch.cat(chunks) if chunks else torch.empty(0, self.embedding_size)
-
-    def _batches(self, images: ImageInput, batch_size: int):
-        if isinstance(images, torch.Tensor):
-            batch = images.unsqueeze(0) if images.ndim == 3 else images
-            if batch.ndim != 4 or batch.shape[1] != 3:
-                raise ValueError(f"expected a [N, 3, H, W] or [3, H, W] tensor, got shape {tuple(images.shape)}")
-            yield from batch.split(batch_size)
-            return
-        if isinstance(images, (str, os.PathLike, np.ndarray)) or not isinstance(images, Sequence):
-            raise TypeError(
-                "embed() takes a tensor batch or a list of images (paths, PIL images or HWC uint8 arrays); "
-                f"got {type(images).__name__}: wrap a single image in a list"
-            )
-        from prodrec.data import as_rgb_array
-        from prodrec.data import eval_transform
-
-        transform = eval_transform(self.image_size, self.mean, self.std)
-        for start in range(0, len(images), batch_size):
-            yield torch.stack([transform(as_rgb_array(item)) for item in images[start:start + batch_size]])
 
     def load_weights(self, path: Union[str, os.PathLike]) -> None:
         """Initialise from a saved prodrec model (backbone + neck) or a timm/torch backbone file."""
@@ -187,7 +148,7 @@ class Embedder(nn.Module):
             state.pop(f"{name}.bias", None)
         result = self.backbone.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
-            raise ValueError(
+            raise ProdrecError(
                 f"{path} does not fit backbone {self.backbone_name!r}: missing {_first(result.missing_keys)}, "
                 f"unexpected {_first(result.unexpected_keys)}; check the backbone name matches the file"
             )
@@ -195,7 +156,7 @@ class Embedder(nn.Module):
     def _load_prodrec_state(self, state: Dict[str, torch.Tensor], path: Path) -> None:
         neck = {k: v for k, v in state.items() if k.startswith("neck.")}
         if neck and neck["neck.weight"].shape != self.neck.weight.shape:
-            raise ValueError(
+            raise ProdrecError(
                 f"{path}: its neck is {tuple(neck['neck.weight'].shape)} but this model's is "
                 f"{tuple(self.neck.weight.shape)}; set embedding_size={neck['neck.weight'].shape[0]}"
             )
@@ -222,9 +183,9 @@ class Embedder(nn.Module):
     @classmethod
     def from_payload(cls, payload: Dict[str, Any], *, source: str = "payload") -> "Embedder":
         if not isinstance(payload, dict) or payload.get("format") != EMBEDDER_FORMAT:
-            raise ValueError(f"{source} is not a prodrec model file (no '{EMBEDDER_FORMAT}' format marker)")
+            raise ProdrecError(f"{source} is not a prodrec model file (no '{EMBEDDER_FORMAT}' format marker)")
         if payload.get("format_version", 0) > 1:
-            raise ValueError(f"{source} was written by a newer prodrec ({payload.get('prodrec_version')}); upgrade")
+            raise ProdrecError(f"{source} was written by a newer prodrec ({payload.get('prodrec_version')}); upgrade")
         prep = payload["preprocessing"]
         model = cls(payload["backbone"], embedding_size=payload["embedding_size"], image_size=prep["image_size"])
         model.mean, model.std = tuple(prep["mean"]), tuple(prep["std"])
@@ -262,8 +223,10 @@ def _create_backbone(name: str, pretrained: bool) -> nn.Module:
         "'.safetensors') or --set Arch.Backbone.pretrained=PATH"
     )
     if not offline and not _hub_reachable():
-        raise RuntimeError(f"pretrained=True needs timm's model hub, which cannot be reached from here; {how_to}")
+        raise ProdrecRuntimeError(f"pretrained=True needs timm's model hub, which cannot be reached from here; "
+                                  f"{how_to}")
     try:
         return timm.create_model(name, pretrained=True, num_classes=0)
     except Exception as error:  # re-raised with the fix; the original stays chained
-        raise RuntimeError(f"could not load timm's pretrained weights for {name!r} ({error}); {how_to}") from error
+        raise ProdrecRuntimeError(f"could not load timm's pretrained weights for {name!r} ({error}); "
+                                  f"{how_to}") from error

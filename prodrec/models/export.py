@@ -17,10 +17,9 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Union
 
 import cv2
 import numpy as np
@@ -29,10 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from prodrec import __version__
-from prodrec.data import as_rgb_array
 from prodrec.data import eval_transform
+from prodrec.models.contract import ImageEmbedder
 from prodrec.models.embedder import Embedder
-from prodrec.utils import file_sha256
+from prodrec.utils import atomic_write, file_sha256, replace_durably, temporary_path
+from prodrec.utils import ProdrecError, ProdrecTypeError, ProdrecRuntimeError
 
 __all__ = ["EXPORT_FORMAT", "FORMATS", "export_embedder", "metadata_path", "ExportedEmbedder"]
 
@@ -89,17 +89,17 @@ def export_embedder(model: Embedder, path: Union[str, os.PathLike], *, format: s
         ImportError: onnx (or onnxruntime, for the check) is not installed.
     """
     if not isinstance(model, Embedder):
-        raise TypeError(f"model must be a prodrec Embedder, got {type(model).__name__}")
+        raise ProdrecTypeError(f"model must be a prodrec Embedder, got {type(model).__name__}")
     if format not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+        raise ProdrecError(f"format must be one of {FORMATS}, got {format!r}")
     if opset is not None and (format != "onnx" or isinstance(opset, bool) or not isinstance(opset, int)):
-        raise ValueError(f"opset applies to format='onnx' only and must be an integer, got {opset!r}")
+        raise ProdrecError(f"opset applies to format='onnx' only and must be an integer, got {opset!r}")
     if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol > 0:
-        raise ValueError(f"atol must be a positive number, got {atol!r}")
+        raise ProdrecError(f"atol must be a positive number, got {atol!r}")
     path = Path(path)
     if path.is_dir():
         example = path / ("embedder.onnx" if format == "onnx" else "embedder.pt")
-        raise ValueError(f"{path} is a folder; pass a file name such as {example}")
+        raise ProdrecError(f"{path} is a folder; pass a file name such as {example}")
     path.parent.mkdir(parents=True, exist_ok=True)
     graph = _Normalized(copy.deepcopy(model).cpu()).eval()
     example = torch.zeros(_CHECK_BATCHES[0], 3, model.image_size, model.image_size)
@@ -112,14 +112,15 @@ def export_embedder(model: Embedder, path: Union[str, os.PathLike], *, format: s
         meta = _metadata(model, format, opset, path.name, model_file)
         if check:
             meta["check"] = _check(graph, ExportedEmbedder._open(format, model_file, "cpu"), model.image_size, atol)
-        with _temporary(metadata_path(path)) as meta_file:
-            Path(meta_file).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-            os.replace(model_file, path)
-            os.replace(meta_file, metadata_path(path))
+        text = json.dumps(meta, indent=2) + "\n"
+        # The model first, then the JSON naming its checksum: a crash between them leaves a JSON that refuses
+        # the new model (checksum), never a model without its checks.
+        replace_durably(model_file, path)
+    atomic_write(metadata_path(path), lambda temporary: temporary.write_text(text, encoding="utf-8"))
     return path
 
 
-class ExportedEmbedder:
+class ExportedEmbedder(ImageEmbedder):
     """An exported embedder (ONNX via onnxruntime, TorchScript via ``torch.jit.load``) with its preprocessing.
 
     Args:
@@ -138,7 +139,7 @@ class ExportedEmbedder:
 
     def __init__(self, path: Union[str, os.PathLike], *, device: str = "cpu") -> None:
         if device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+            raise ProdrecError(f"device must be 'cpu' or 'cuda', got {device!r}")
         path = Path(path)
         meta_file = metadata_path(path)
         for required in (path, meta_file):
@@ -148,60 +149,41 @@ class ExportedEmbedder:
         try:
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
         except ValueError as error:
-            raise ValueError(f"{meta_file} is not valid JSON ({error}); export the model again") from error
+            raise ProdrecError(f"{meta_file} is not valid JSON ({error}); export the model again") from error
         if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"{meta_file} is not a prodrec export metadata file (no '{EXPORT_FORMAT}' format)")
+            raise ProdrecError(f"{meta_file} is not a prodrec export metadata file (no '{EXPORT_FORMAT}' format)")
         if meta.get("version", 0) > _VERSION:
-            raise ValueError(f"{meta_file} was written by a newer prodrec ({meta.get('prodrec_version')}); upgrade")
+            raise ProdrecError(f"{meta_file} was written by a newer prodrec ({meta.get('prodrec_version')}); upgrade")
         missing = [key for key in _REQUIRED_KEYS if key not in meta]
         if missing:
-            raise ValueError(f"{meta_file} lacks the keys {missing}; export the model again")
+            raise ProdrecError(f"{meta_file} lacks the keys {missing}; export the model again")
         if meta["model_format"] not in FORMATS:
-            raise ValueError(f"{meta_file}: unknown model_format {meta['model_format']!r}, expected one of {FORMATS}")
+            raise ProdrecError(f"{meta_file}: unknown model_format {meta['model_format']!r}, expected one of {FORMATS}")
         if file_sha256(path) != meta["model_sha256"]:
-            raise ValueError(f"{path} does not match the SHA-256 recorded in {meta_file}: the file was changed "
-                             "or truncated after export; export the model again")
+            raise ProdrecError(f"{path} does not match the SHA-256 recorded in {meta_file}: the file was changed "
+                               "or truncated after export; export the model again")
         prep = meta["preprocessing"]
         self.metadata: Dict[str, Any] = meta
         self.format: str = meta["model_format"]
         self.image_size: int = prep["image_size"]
         self.mean = tuple(prep["mean"])
         self.std = tuple(prep["std"])
-        self.embedding_size: int = meta["output"]["shape"][1]
+        self.input_size: int = prep["image_size"]  # exported with a fixed input size
         self._run = self._open(self.format, str(path), device)
+
+    @property
+    def embedding_size(self) -> int:
+        return self.metadata["output"]["shape"][1]
 
     @property
     def embedder_info(self) -> Dict[str, Any]:
         """The source model's :attr:`Embedder.embedder_info` (the same features, within the check's atol)."""
         return self.metadata["embedder"]
 
-    def embed(self, images: Union[torch.Tensor, Sequence[Any]], *, batch_size: int = 64) -> torch.Tensor:
-        """L2-normalised embeddings ``[N, D]`` (float32, CPU), the same contract as ``Embedder.embed``.
-
-        Args:
-            images: A preprocessed tensor ``[N, 3, S, S]`` (or one ``[3, S, S]``), or a list of image paths,
-                PIL images or HWC uint8 RGB numpy arrays (preprocessed here as the metadata says).
-            batch_size: Images per run of the exported model.
-        """
-        chunks = [torch.from_numpy(np.ascontiguousarray(self._run(batch), dtype=np.float32))
-                  for batch in self._batches(images, batch_size)]
-        return torch.cat(chunks) if chunks else torch.empty(0, self.embedding_size)
-
-    def _batches(self, images: Union[torch.Tensor, Sequence[Any]], batch_size: int) -> Iterator[torch.Tensor]:
-        size = self.image_size
-        if isinstance(images, torch.Tensor):
-            batch = images.unsqueeze(0) if images.ndim == 3 else images
-            if batch.ndim != 4 or tuple(batch.shape[1:]) != (3, size, size):
-                raise ValueError(f"expected a [N, 3, {size}, {size}] or [3, {size}, {size}] tensor (the exported "
-                                 f"input size), got shape {tuple(images.shape)}")
-            yield from batch.float().split(batch_size)
-            return
-        if isinstance(images, (str, os.PathLike, np.ndarray)) or not isinstance(images, Sequence):
-            raise TypeError("embed() takes a tensor batch or a list of images (paths, PIL images or HWC uint8 "
-                            f"arrays); got {type(images).__name__}: wrap a single image in a list")
-        transform = eval_transform(size, self.mean, self.std)
-        for start in range(0, len(images), batch_size):
-            yield torch.stack([transform(as_rgb_array(item)) for item in images[start:start + batch_size]])
+    def embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """L2-normalised float32 CPU features of a preprocessed ``[N, 3, S, S]`` batch (S: the exported input
+        size); the embedding contract's one method."""
+        return torch.from_numpy(np.ascontiguousarray(self._run(batch.float()), dtype=np.float32))
 
     @staticmethod
     def _open(format: str, path: str, device: str) -> Callable[[torch.Tensor], np.ndarray]:
@@ -210,8 +192,8 @@ class ExportedEmbedder:
             ort = _require("onnxruntime")
             wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
             if wanted[0] not in ort.get_available_providers():
-                raise RuntimeError(f"onnxruntime has no {wanted[0]} here (available: {ort.get_available_providers()}); "
-                                   "install onnxruntime-gpu for device='cuda'")
+                raise ProdrecRuntimeError(f"onnxruntime has no {wanted[0]} here (available: {ort.get_available_providers()}); "
+                                          "install onnxruntime-gpu for device='cuda'")
             session = ort.InferenceSession(path, providers=wanted)
             return lambda batch: session.run([_OUTPUT], {_INPUT: batch.numpy()})[0]
         module = torch.jit.load(path, map_location=device).eval()
@@ -260,25 +242,25 @@ def _check(graph: nn.Module, run: Callable[[torch.Tensor], np.ndarray], image_si
             expected = graph(batch).numpy()
         got = run(batch)
         if got.shape != expected.shape:
-            raise RuntimeError(f"the exported model returned shape {got.shape} for a batch of {size}, PyTorch "
-                               f"{expected.shape}: the batch axis is not dynamic")
+            raise ProdrecRuntimeError(f"the exported model returned shape {got.shape} for a batch of {size}, PyTorch "
+                                      f"{expected.shape}: the batch axis is not dynamic")
         worst = max(worst, float(np.abs(got - expected).max()))
     if not worst <= atol:
-        raise RuntimeError(f"the exported model's embeddings differ from PyTorch's by up to {worst:.3g} "
-                           f"(> atol={atol:g}) on random batches of {_CHECK_BATCHES}; nothing was written. Try the "
-                           "other format or another opset, or pass a larger atol if that difference is acceptable")
+        raise ProdrecRuntimeError(f"the exported model's embeddings differ from PyTorch's by up to {worst:.3g} "
+                                  f"(> atol={atol:g}) on random batches of {_CHECK_BATCHES}; nothing was written. Try the "
+                                  "other format or another opset, or pass a larger atol if that difference is acceptable")
     return {"batch_sizes": list(_CHECK_BATCHES), "max_abs_diff": worst, "atol": atol}
 
 
 @contextmanager
 def _temporary(path: Path) -> Iterator[str]:
-    """A temporary file name beside ``path``, removed on exit unless it was renamed meanwhile."""
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+    """A temporary file beside ``path`` (:func:`prodrec.utils.temporary_path`), removed on exit unless it was
+    renamed meanwhile."""
+    name = temporary_path(path)
     try:
-        yield name
+        yield str(name)
     finally:
-        Path(name).unlink(missing_ok=True)
+        name.unlink(missing_ok=True)
 
 
 def _require(name: str) -> Any:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
+from prodrec.utils import ProdrecError, replace_durably
 
 __all__ = ["FEATURE_DTYPES", "FeatureWriter", "open_features"]
 
@@ -32,7 +33,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 def _positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"FeatureWriter: {name} must be a positive integer, got {value!r}")
+        raise ProdrecError(f"FeatureWriter: {name} must be a positive integer, got {value!r}")
     return int(value)
 
 
@@ -53,7 +54,7 @@ class FeatureWriter:
         self.num_rows = _positive_int(num_rows, "num_rows")
         self.dim = _positive_int(dim, "dim")
         if dtype not in FEATURE_DTYPES:
-            raise ValueError(f"FeatureWriter: dtype must be one of {FEATURE_DTYPES}, got {dtype!r}")
+            raise ProdrecError(f"FeatureWriter: dtype must be one of {FEATURE_DTYPES}, got {dtype!r}")
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise FileNotFoundError(f"FeatureWriter: folder {self.path.parent} does not exist; create it first")
@@ -69,22 +70,22 @@ class FeatureWriter:
                 file's dtype (e.g. beyond float16's 65504).
         """
         if self._rows is None:
-            raise ValueError(f"FeatureWriter: {self.path} is already closed")
+            raise ProdrecError(f"FeatureWriter: {self.path} is already closed")
         rows = np.asarray(rows)
         if rows.ndim != 2 or rows.shape[1] != self.dim or rows.dtype.kind not in "fiu":
-            raise ValueError(f"FeatureWriter: rows must be a real array [n, {self.dim}], got dtype {rows.dtype} and "
-                             f"shape {rows.shape}")
+            raise ProdrecError(f"FeatureWriter: rows must be a real array [n, {self.dim}], got dtype {rows.dtype} and "
+                               f"shape {rows.shape}")
         stop = self.rows_written + len(rows)
         if stop > self.num_rows:
-            raise ValueError(f"FeatureWriter: {self.path} holds {self.num_rows} rows; writing {len(rows)} more after "
-                             f"{self.rows_written} would exceed it")
+            raise ProdrecError(f"FeatureWriter: {self.path} holds {self.num_rows} rows; writing {len(rows)} more after "
+                               f"{self.rows_written} would exceed it")
         target = self._rows[self.rows_written:stop]
         with np.errstate(over="ignore"):  # reported below, by row
             target[...] = rows
         bad = np.flatnonzero(~np.isfinite(target).all(axis=1))
         if len(bad):
-            raise ValueError(f"FeatureWriter: {len(bad)} rows are not finite as {self._rows.dtype} (NaN, infinite "
-                             f"or out of range), first rows {(bad[:20] + self.rows_written).tolist()}")
+            raise ProdrecError(f"FeatureWriter: {len(bad)} rows are not finite as {self._rows.dtype} (NaN, infinite "
+                               f"or out of range), first rows {(bad[:20] + self.rows_written).tolist()}")
         self.rows_written = stop
 
     def close(self) -> Path:
@@ -100,9 +101,9 @@ class FeatureWriter:
         self._rows = None
         if not complete:
             self._partial.unlink(missing_ok=True)
-            raise ValueError(f"FeatureWriter: {self.path} got {self.rows_written} of {self.num_rows} rows; "
-                             "the file was not kept")
-        os.replace(self._partial, self.path)
+            raise ProdrecError(f"FeatureWriter: {self.path} got {self.rows_written} of {self.num_rows} rows; "
+                               "the file was not kept")
+        replace_durably(self._partial, self.path)
         return self.path
 
     def abort(self) -> None:
@@ -139,8 +140,8 @@ def open_features(path: PathLike) -> np.memmap:
     try:
         features = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as error:
-        raise ValueError(f"{path}: not a .npy embeddings file ({error})") from error
+        raise ProdrecError(f"{path}: not a .npy embeddings file ({error})") from error
     if not isinstance(features, np.memmap) or features.ndim != 2 or features.dtype.name not in FEATURE_DTYPES:
-        raise ValueError(f"{path}: expected a 2-D float32 or float16 array, got {getattr(features, 'dtype', '?')} "
-                         f"of shape {getattr(features, 'shape', '?')}")
+        raise ProdrecError(f"{path}: expected a 2-D float32 or float16 array, got {getattr(features, 'dtype', '?')} "
+                           f"of shape {getattr(features, 'shape', '?')}")
     return features

@@ -25,6 +25,7 @@ from prodrec.paddle.data import translate_dataloader
 from prodrec.paddle.reader import Notes, Section
 from prodrec.paddle.recipe import (backbone_mean_std, translate_arch, translate_losses, translate_metrics,
                                   translate_optimizer)
+from prodrec.utils import ProdrecError
 
 __all__ = ["is_ppcls_config", "read_ppcls_yaml", "apply_ppcls_overrides", "translate_ppcls_config",
            "load_ppcls_config", "convert_paddle_pretrained", "native_yaml"]
@@ -198,8 +199,8 @@ def convert_paddle_pretrained(config: Config, directory: Union[str, os.PathLike,
     if not (isinstance(source, str) and source.endswith(".pdparams")):
         return config, []
     if directory is None:
-        raise ValueError(f"the PaddleClas weights {source} must be converted for prodrec; give a folder to write the "
-                         "converted file to (prodrec export-config: --output)")
+        raise ProdrecError(f"the PaddleClas weights {source} must be converted for prodrec; give a folder to write the "
+                           "converted file to (prodrec export-config: --output)")
     import torch
 
     from prodrec.paddle.weights import load_paddleclas

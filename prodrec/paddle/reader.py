@@ -12,6 +12,7 @@ from fractions import Fraction
 from typing import Any, List, Optional
 
 from prodrec.config import ConfigError
+from prodrec.utils import ProdrecError
 
 __all__ = ["Notes", "Section", "parse_number"]
 
@@ -109,7 +110,7 @@ def _arithmetic(node: ast.AST) -> Fraction:
     if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
         left, right = _arithmetic(node.left), _arithmetic(node.right)
         if isinstance(node.op, ast.Div) and right == 0:
-            raise ValueError("division by zero")
+            raise ProdrecError("division by zero")
         return _ARITHMETIC[type(node.op)](left, right)
-    raise ValueError(f"not arithmetic: {ast.dump(node)[:40]}")
+    raise ProdrecError(f"not arithmetic: {ast.dump(node)[:40]}")
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 import timm
 import torch
+from prodrec.utils import ProdrecError
 
 if TYPE_CHECKING:
     from prodrec.models import Embedder
@@ -37,7 +38,7 @@ _STEM = (("conv1.0", "conv1.1"), ("conv1.3", "conv1.4"), ("conv1.6", "bn1"))  # 
 _IMAGENET_CLASSIFIER = ("fc.weight", "fc.bias")  # ResNet_vd's self.fc, dropped
 
 
-class PaddleWeightsError(ValueError):
+class PaddleWeightsError(ProdrecError):
     """A ``.pdparams`` file that cannot be read safely or does not fit the model."""
 
 

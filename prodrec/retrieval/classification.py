@@ -21,6 +21,7 @@ from prodrec.data import ImageDataset, ImageList
 from prodrec.data import eval_transform
 from prodrec.losses import MinedLoss, WeightedLoss
 from prodrec.models import Embedder
+from prodrec.utils import ProdrecError
 
 __all__ = ["topk_accuracy", "classification_accuracy", "head_logits"]
 
@@ -45,8 +46,8 @@ def topk_accuracy(logits: ArrayLike, labels: ArrayLike, ks: Sequence[int] = (1, 
     ks = _check_ks(ks)
     logits, labels = _tensor(logits), _tensor(labels)
     if logits.ndim != 2 or labels.ndim != 1 or len(labels) != len(logits) or not len(labels):
-        raise ValueError(f"expected logits [N, C] and labels [N] with N > 0, got shapes {tuple(logits.shape)} and "
-                         f"{tuple(labels.shape)}")
+        raise ProdrecError(f"expected logits [N, C] and labels [N] with N > 0, got shapes {tuple(logits.shape)} and "
+                           f"{tuple(labels.shape)}")
     _check_labels(labels, logits.shape[1])
     correct = _correct_counts(logits, labels, ks)
     return {f"top{k}": correct[k] / len(labels) for k in ks}
@@ -88,12 +89,12 @@ def classification_accuracy(
     """
     ks = _check_ks(ks)
     if not isinstance(images, ImageList) or not len(images):
-        raise ValueError(f"images must be a non-empty ImageList, got {images!r}")
+        raise ProdrecError(f"images must be a non-empty ImageList, got {images!r}")
     scores = head_logits(head)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     head_device = next(iter(head.parameters()), torch.empty(0)).device
     if head_device != device:
-        raise ValueError(f"the head is on {head_device} but the model runs on {device}: move it with head.to(...)")
+        raise ProdrecError(f"the head is on {head_device} but the model runs on {device}: move it with head.to(...)")
     with torch.inference_mode():
         num_classes = scores(torch.zeros(1, model.embedding_size, device=device)).shape[1]
     _check_labels(_tensor(images.labels), num_classes)
@@ -130,8 +131,8 @@ def head_logits(head: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     found = [term.loss if isinstance(term, MinedLoss) else term for term in terms]
     found = [term for term in found if callable(getattr(term, "get_logits", None))]
     if len(found) != 1:
-        raise ValueError(f"cannot score classes with {type(head).__name__}: it needs exactly one classifier head "
-                         f"(FC or ArcMargin, with get_logits), found {len(found)}")
+        raise ProdrecError(f"cannot score classes with {type(head).__name__}: it needs exactly one classifier head "
+                           f"(FC or ArcMargin, with get_logits), found {len(found)}")
     return found[0].get_logits
 
 
@@ -146,16 +147,16 @@ def _tensor(values: ArrayLike) -> torch.Tensor:
 def _check_ks(ks: Sequence[int]) -> list:
     ks = list(dict.fromkeys(ks))
     if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
-        raise ValueError(f"ks must be positive integers, got {ks}")
+        raise ProdrecError(f"ks must be positive integers, got {ks}")
     return [int(k) for k in ks]
 
 
 def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be integers, got {labels.dtype}")
+        raise ProdrecError(f"labels must be integers, got {labels.dtype}")
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"labels must lie in 0..{num_classes - 1} (one per class score), got "
-                         f"{int(labels.min())}..{int(labels.max())}")
+        raise ProdrecError(f"labels must lie in 0..{num_classes - 1} (one per class score), got "
+                           f"{int(labels.min())}..{int(labels.max())}")
 
 
 def _correct_counts(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int]) -> Dict[int, int]:

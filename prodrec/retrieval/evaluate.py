@@ -20,12 +20,11 @@ import numpy as np
 from prodrec.models import FeatureWriter, open_features
 from prodrec.retrieval.metrics import NO_MATCH, LabelGroups, match_statistics, metric_summary, retrieval_metrics
 from prodrec.retrieval.knn import check_matrix, float32_rows, import_faiss
+from prodrec.utils import ProdrecError
 
 if TYPE_CHECKING:  # evaluating stored embeddings needs neither torch nor the models
-    import torch
-
     from prodrec.data import ImageList
-    from prodrec.models import Embedder
+    from prodrec.models import ImageEmbedder
 
 __all__ = ["extract_embeddings", "evaluate", "evaluate_embeddings"]
 
@@ -34,74 +33,61 @@ _IVF_TRAIN_POINTS_PER_LIST = 64
 
 
 def extract_embeddings(
-    model: Embedder,
+    model: ImageEmbedder,
     images: ImageList,
     *,
     batch_size: int = 64,
     num_workers: int = 0,
-    device: Union[str, torch.device, None] = None,
-    channels_last: bool = True,
     progress: bool = True,
     desc: str = "embed",
     out: Union[str, os.PathLike, None] = None,
     dtype: str = "float32",
     decode_size: Optional[int] = None,
 ) -> np.ndarray:
-    """L2-normalised embeddings ``[N, D]`` of a listing, with the model's eval preprocessing.
+    """L2-normalised embeddings ``[N, D]`` of a listing by any :class:`~prodrec.models.ImageEmbedder`
+    (PyTorch on its device, or exported), with its evaluation preprocessing, in a DataLoader.
 
     Args:
         decode_size: Decode JPEGs at 1/2, 1/4 or 1/8 size while their shorter side stays at least this
             (:class:`prodrec.data.ImageDataset`); ``model.image_size`` is the fastest that keeps the detail
             the resize keeps, but the pixels differ slightly from a full decode (and from
-            :meth:`Embedder.embed`). None decodes at full size.
+            :meth:`~prodrec.models.ImageEmbedder.embed`). None decodes at full size.
         out: Write them batch by batch to this ``.npy`` file (:class:`prodrec.models.FeatureWriter`)
             and return it memory-mapped, read-only; None keeps them in memory as float32.
         dtype: Storage type of ``out``: ``"float32"`` or ``"float16"``.
     """
     import torch
-    import torch.nn.functional as F
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     from prodrec.data import ImageDataset
-    from prodrec.data import eval_transform
 
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    dataset = ImageDataset(images, eval_transform(model.image_size, model.mean, model.std), decode_size=decode_size)
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda"
-    )
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    autocast = torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda")
+    dataset = ImageDataset(images, model.transform(), decode_size=decode_size)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=torch.cuda.is_available())
     writer = FeatureWriter(out, len(dataset), model.embedding_size, dtype=dtype) if out is not None else None
     features = np.empty((len(dataset), model.embedding_size), dtype=np.float32) if writer is None else None
-    was_training = model.training
-    model.eval()
     start = 0
     try:
-        with torch.inference_mode(), autocast:
-            for batch, _ in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-                batch = batch.to(device, non_blocking=True, memory_format=memory_format)
-                rows = F.normalize(model(batch).float(), dim=1).cpu().numpy()
-                if writer is None:
-                    features[start:start + len(rows)] = rows
-                else:
-                    writer.write(rows)
-                start += len(rows)
+        for batch, _ in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+            rows = model.embed_batch(batch).numpy()
+            if writer is None:
+                features[start:start + len(rows)] = rows
+            else:
+                writer.write(rows)
+            start += len(rows)
         if writer is not None:
             return open_features(writer.close())
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
-    finally:
-        model.train(was_training)
     return features
 
 
 def _positive(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        raise ProdrecError(f"{name} must be a positive integer; got {value!r}")
     return int(value)
 
 
@@ -207,18 +193,18 @@ def evaluate_embeddings(
     query_features = check_matrix(query_features, "query_features")
     gallery_features = check_matrix(gallery_features, "gallery_features")
     if len(query_features) != len(query_labels) or len(gallery_features) != len(gallery_labels):
-        raise ValueError("each feature row needs exactly one label (query and gallery)")
+        raise ProdrecError("each feature row needs exactly one label (query and gallery)")
     if query_features.shape[1] != gallery_features.shape[1]:
-        raise ValueError(f"query features have dimension {query_features.shape[1]} but gallery features "
-                         f"{gallery_features.shape[1]}; embed both with the same model")
+        raise ProdrecError(f"query features have dimension {query_features.shape[1]} but gallery features "
+                           f"{gallery_features.shape[1]}; embed both with the same model")
     ks = sorted(set(int(k) for k in ks))
     if not ks or ks[0] < 1:
-        raise ValueError(f"ks must be positive integers, got {ks}")
+        raise ProdrecError(f"ks must be positive integers, got {ks}")
     if index_type is not None and rerank is not None:
-        raise ValueError("pass index_type (approximate search) or rerank, not both")
+        raise ProdrecError("pass index_type (approximate search) or rerank, not both")
     matched = np.isin(query_labels, gallery_labels)
     if not matched.any():
-        raise ValueError("no query label occurs in the gallery: query and gallery must share items (labels)")
+        raise ProdrecError("no query label occurs in the gallery: query and gallery must share items (labels)")
     num_gallery = len(gallery_labels)
     if block_bytes is None:
         block_bytes = min(_MAX_BLOCK, max(_MIN_BLOCK, (query_features.nbytes + gallery_features.nbytes) // 4))
@@ -250,12 +236,12 @@ def evaluate_embeddings(
 
 def _check_depth(ks: Sequence[int], depth: int, num_gallery: int, option: str) -> None:
     if min(max(ks), num_gallery) > depth:
-        raise ValueError(f"recall@{max(ks)} needs lists of {max(ks)} gallery items, but they hold {depth}; raise "
-                         f"{option} or drop the larger ks")
+        raise ProdrecError(f"recall@{max(ks)} needs lists of {max(ks)} gallery items, but they hold {depth}; raise "
+                           f"{option} or drop the larger ks")
 
 
 def evaluate(
-    model: Embedder,
+    model: ImageEmbedder,
     query: ImageList,
     gallery: ImageList,
     *,
@@ -263,7 +249,6 @@ def evaluate(
     compute_map: bool = True,
     batch_size: int = 64,
     num_workers: int = 0,
-    device: Optional[Union[str, torch.device]] = None,
     progress: bool = True,
     features_dir: Union[str, os.PathLike, None] = None,
     feature_dtype: str = "float32",
@@ -275,8 +260,9 @@ def evaluate(
     rerank: Optional[str] = None,
     rerank_top_k: int = 100,
 ) -> Dict[str, float]:
-    """Embed ``query`` and ``gallery`` with ``model`` and return Recall@K / mAP (see :func:`evaluate_embeddings`
-    for the search options).
+    """Embed ``query`` and ``gallery`` with ``model`` (any :class:`~prodrec.models.ImageEmbedder`; a PyTorch
+    model embeds on its device) and return Recall@K / mAP (see :func:`evaluate_embeddings` for the search
+    options).
 
     Args:
         features_dir: Write the embeddings to ``query.npy`` and ``gallery.npy`` there (memory-mapped,
@@ -290,8 +276,8 @@ def evaluate(
         >>> evaluate(Embedder.load("best.pt"), splits.query, splits.gallery)["recall@1"]  # doctest: +SKIP
     """
     if query.classes != gallery.classes:
-        raise ValueError("query and gallery must share one label space (read them with the same reader)")
-    options = dict(batch_size=batch_size, num_workers=num_workers, device=device, progress=progress)
+        raise ProdrecError("query and gallery must share one label space (read them with the same reader)")
+    options = dict(batch_size=batch_size, num_workers=num_workers, progress=progress)
     features = {}
     for name, images in (("query", query), ("gallery", gallery)):
         out = None if features_dir is None else os.path.join(features_dir, f"{name}.npy")

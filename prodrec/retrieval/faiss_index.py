@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from prodrec.retrieval.knn import import_faiss
+from prodrec.utils import ProdrecError
 
 __all__ = ["INDEX_TYPES", "METRICS", "check_index_type", "new_faiss_index", "search_knob", "faiss_message"]
 
@@ -27,13 +28,13 @@ def check_index_type(index_type: str, dim: int) -> str:
         ValueError: Unknown name (the message lists the supported forms), or PQ ``m`` not dividing ``dim``.
     """
     if not isinstance(index_type, str) or not any(re.fullmatch(p, index_type) for p in INDEX_TYPES.values()):
-        raise ValueError(f"unknown index_type {index_type!r}; supported: Flat (exact), HNSW{{M}} (e.g. HNSW32), "
-                         "IVF{nlist},Flat (e.g. IVF1024,Flat), IVF{nlist},PQ{m} (e.g. IVF1024,PQ64; m divides "
-                         "the feature dimension)")
+        raise ProdrecError(f"unknown index_type {index_type!r}; supported: Flat (exact), HNSW{{M}} (e.g. HNSW32), "
+                           "IVF{nlist},Flat (e.g. IVF1024,Flat), IVF{nlist},PQ{m} (e.g. IVF1024,PQ64; m divides "
+                           "the feature dimension)")
     pq = re.search(r"PQ(\d+)$", index_type)
     if pq and dim % int(pq.group(1)):
-        raise ValueError(f"index_type {index_type!r}: PQ{pq.group(1)} needs a feature dimension divisible by "
-                         f"{pq.group(1)}, but it is {dim}; pick m among the divisors of {dim}")
+        raise ProdrecError(f"index_type {index_type!r}: PQ{pq.group(1)} needs a feature dimension divisible by "
+                           f"{pq.group(1)}, but it is {dim}; pick m among the divisors of {dim}")
     return index_type
 
 
@@ -50,7 +51,7 @@ def search_knob(index: Any, index_type: str, kind: str) -> Any:
     """The faiss object holding the search parameters of an ``"IVF"`` (``nprobe``) or ``"HNSW"`` (``efSearch``)
     index made by :func:`new_faiss_index`."""
     if not index_type.startswith(kind):
-        raise ValueError(f"this search parameter applies to {kind} indexes; this one is {index_type}")
+        raise ProdrecError(f"this search parameter applies to {kind} indexes; this one is {index_type}")
     faiss = import_faiss()
     return faiss.extract_index_ivf(index) if kind == "IVF" else faiss.downcast_index(index.index).hnsw
 

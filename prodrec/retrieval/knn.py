@@ -5,6 +5,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
+from prodrec.utils import ProdrecError
 
 __all__ = ["knn_search", "l2_normalize", "import_faiss", "use_faiss_gpu", "as_matrix", "check_matrix", "float32_rows"]
 
@@ -30,12 +31,12 @@ def check_matrix(x: np.ndarray, name: str) -> np.ndarray:
     """``x`` as a 2-D real array (a memory map stays one; nothing is converted yet)."""
     array = x if isinstance(x, np.ndarray) else np.asarray(x)
     if array.ndim != 2 or array.dtype.kind not in "fiu":
-        raise ValueError(
+        raise ProdrecError(
             f"{name} must be a real-valued array [num_vectors, dim]; got dtype {array.dtype} "
             f"and shape {array.shape}."
         )
     if 0 in array.shape:
-        raise ValueError(f"{name} is empty (shape {array.shape}); it needs at least one vector.")
+        raise ProdrecError(f"{name} is empty (shape {array.shape}); it needs at least one vector.")
     return array
 
 
@@ -46,7 +47,7 @@ def float32_rows(rows: np.ndarray, name: str, offset: int | np.ndarray = 0) -> n
     bad_rows = np.flatnonzero(~np.isfinite(array.sum(axis=1, dtype=np.float64)))  # NaN and inf propagate
     if len(bad_rows):
         numbers = np.asarray(offset)[bad_rows[:20]] if np.ndim(offset) else bad_rows[:20] + offset
-        raise ValueError(
+        raise ProdrecError(
             f"{name} has NaN or infinite values (or values beyond float32 range) in "
             f"{len(bad_rows)} rows, first {numbers.tolist()}. Fix the embeddings that "
             "produced them (e.g. a diverged model or a zero vector divided by its norm)."
@@ -76,7 +77,7 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     norms = np.sqrt(np.einsum("ij,ij->i", array, array, dtype=np.float64))
     zero_rows = np.flatnonzero(norms == 0)
     if len(zero_rows):
-        raise ValueError(
+        raise ProdrecError(
             f"x has {len(zero_rows)} rows with zero norm, first {zero_rows[:20].tolist()}; they "
             "cannot be normalised. Drop them, or check the model that produced them."
         )
@@ -103,12 +104,12 @@ def use_faiss_gpu(faiss, device: str, k: int) -> bool:
     if device == "auto":
         return has_gpu and k <= _GPU_MAX_K
     if not has_gpu:
-        raise ValueError(
+        raise ProdrecError(
             "device='cuda' but faiss sees no GPU (a CPU-only faiss build, or no visible CUDA "
             "device). Install a faiss GPU build, or pass device='cpu' or 'auto'."
         )
     if k > _GPU_MAX_K:
-        raise ValueError(
+        raise ProdrecError(
             f"faiss on GPU returns at most {_GPU_MAX_K} neighbours; k={k} was asked. Pass "
             "device='cpu' (or 'auto', which picks the CPU for such k)."
         )
@@ -132,7 +133,7 @@ def _block_searcher(faiss, metric: str, dim: int, gpu: bool):
 
 def _positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+        raise ProdrecError(f"{name} must be a positive integer; got {value!r}.")
     return int(value)
 
 
@@ -179,23 +180,23 @@ def knn_search(
         ImportError: When faiss is not installed.
     """
     if metric not in _METRICS:
-        raise ValueError(f"metric must be one of {_METRICS}; got {metric!r}.")
+        raise ProdrecError(f"metric must be one of {_METRICS}; got {metric!r}.")
     if device not in _DEVICES:
-        raise ValueError(f"device must be one of {_DEVICES}; got {device!r}.")
+        raise ProdrecError(f"device must be one of {_DEVICES}; got {device!r}.")
     block_size = _positive_int(block_size, "block_size")
     gallery_block_size = _positive_int(gallery_block_size, "gallery_block_size")
     if num_threads is not None and (not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
-        raise ValueError(f"num_threads must be None or a positive integer; got {num_threads!r}.")
+        raise ProdrecError(f"num_threads must be None or a positive integer; got {num_threads!r}.")
     queries = check_matrix(queries, "queries")
     gallery = check_matrix(gallery, "gallery")
     if queries.shape[1] != gallery.shape[1]:
-        raise ValueError(
+        raise ProdrecError(
             f"queries have dimension {queries.shape[1]} but the gallery has {gallery.shape[1]}; "
             "embed both with the same model."
         )
     (num_queries, dim), num_gallery = queries.shape, gallery.shape[0]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= num_gallery:
-        raise ValueError(
+        raise ProdrecError(
             f"k must be an integer in [1, {num_gallery}] (the gallery size); got {k!r}."
         )
 

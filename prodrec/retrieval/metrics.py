@@ -19,8 +19,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from prodrec.utils import ProdrecError
 
-__all__ = ["retrieval_metrics", "similarity_metrics", "rank_by_similarity", "metric_summary", "LabelGroups", "NO_MATCH", "match_statistics"]
+__all__ = ["retrieval_metrics", "similarity_metrics", "rank_by_similarity", "metric_summary", "LabelGroups",
+           "NO_MATCH", "match_statistics"]
 
 _BLOCK_ELEMENTS = 1 << 22  # ranked entries held per block of queries (bounds the boolean match matrix)
 NO_MATCH = np.iinfo(np.int64).max  # first-match rank of a query without any match
@@ -29,10 +31,10 @@ NO_MATCH = np.iinfo(np.int64).max  # first-match rank of a query without any mat
 def _labels_1d(labels, name: str) -> np.ndarray:
     array = np.asarray(labels)
     if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one class id per item); got shape {array.shape}.")
+        raise ProdrecError(f"{name} must be 1-D (one class id per item); got shape {array.shape}.")
     if array.dtype.kind not in "iu":
-        raise ValueError(f"{name} must hold integer class ids; got dtype {array.dtype}. Map labels to integers "
-                         "first, e.g. with np.unique(labels, return_inverse=True).")
+        raise ProdrecError(f"{name} must hold integer class ids; got dtype {array.dtype}. Map labels to integers "
+                           "first, e.g. with np.unique(labels, return_inverse=True).")
     return array
 
 
@@ -40,7 +42,7 @@ def _check_ks(ks) -> tuple:
     ks = tuple(ks)
     bad = [k for k in ks if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1]
     if bad or not ks:
-        raise ValueError(f"ks must be positive integers; got {bad or 'none'}.")
+        raise ProdrecError(f"ks must be positive integers; got {bad or 'none'}.")
     return ks
 
 
@@ -50,18 +52,18 @@ def _check_inputs(ranked_indices, query_labels, gallery_labels, ks, keep_mask, m
     gallery = _labels_1d(gallery_labels, "gallery_labels")
     num_queries, num_gallery = len(queries), len(gallery)
     if num_queries == 0 or num_gallery == 0:
-        raise ValueError(f"Need at least one query and one gallery item; got {num_queries} query labels "
-                         f"and {num_gallery} gallery labels.")
+        raise ProdrecError(f"Need at least one query and one gallery item; got {num_queries} query labels "
+                           f"and {num_gallery} gallery labels.")
     if ranked.ndim != 2 or ranked.dtype.kind not in "iu":
-        raise ValueError(f"ranked_indices must be an integer array [num_queries, k] of gallery indices; got "
-                         f"dtype {ranked.dtype} and shape {ranked.shape}. Pass the indices from knn_search.")
+        raise ProdrecError(f"ranked_indices must be an integer array [num_queries, k] of gallery indices; got "
+                           f"dtype {ranked.dtype} and shape {ranked.shape}. Pass the indices from knn_search.")
     depth = ranked.shape[1]
     if ranked.shape[0] != num_queries or not 1 <= depth <= num_gallery:
-        raise ValueError(f"ranked_indices has shape {ranked.shape}; expected ({num_queries}, k) with "
-                         f"1 <= k <= {num_gallery} (one row per query label, at most the gallery size).")
+        raise ProdrecError(f"ranked_indices has shape {ranked.shape}; expected ({num_queries}, k) with "
+                           f"1 <= k <= {num_gallery} (one row per query label, at most the gallery size).")
     lowest = -1 if missing_ok else 0
     if ranked.min() < lowest or ranked.max() >= num_gallery:
-        raise ValueError(
+        raise ProdrecError(
             f"ranked_indices holds values in [{ranked.min()}, {ranked.max()}]; gallery indices must "
             f"lie in [{lowest}, {num_gallery - 1}]. A -1 means the search returned fewer than k results "
             "(pass missing_ok=True to count it as a miss)."
@@ -69,15 +71,15 @@ def _check_inputs(ranked_indices, query_labels, gallery_labels, ks, keep_mask, m
     ks = _check_ks(ks)
     too_deep = [k for k in ks if k > depth]
     if too_deep:
-        raise ValueError(f"recall@{max(too_deep)} needs the top {max(too_deep)} results, but the ranking holds "
-                         f"only {depth} per query. Rank deeper (knn_search with k >= {max(ks)}) or drop "
-                         f"{too_deep} from ks.")
+        raise ProdrecError(f"recall@{max(too_deep)} needs the top {max(too_deep)} results, but the ranking holds "
+                           f"only {depth} per query. Rank deeper (knn_search with k >= {max(ks)}) or drop "
+                           f"{too_deep} from ks.")
     if keep_mask is not None:
         keep_mask = np.asarray(keep_mask)
         if keep_mask.dtype != np.bool_ or keep_mask.shape != (num_queries, num_gallery):
-            raise ValueError(f"keep_mask must be a bool array of shape ({num_queries}, {num_gallery}) "
-                             f"[queries, gallery]; got dtype {keep_mask.dtype} and shape {keep_mask.shape}. "
-                             "Convert with .astype(bool).")
+            raise ProdrecError(f"keep_mask must be a bool array of shape ({num_queries}, {num_gallery}) "
+                               f"[queries, gallery]; got dtype {keep_mask.dtype} and shape {keep_mask.shape}. "
+                               "Convert with .astype(bool).")
     return ranked, queries, gallery, ks, keep_mask
 
 
@@ -153,8 +155,8 @@ def metric_summary(first_rank, precision_sum, num_relevant, ks, map_key, no_matc
     valid = num_relevant > 0
     num_valid = int(valid.sum())
     if num_valid == 0:
-        raise ValueError(f"None of the {len(num_relevant)} queries has a matching gallery item ({no_match_reason}), "
-                         "so Recall@K and mAP are undefined. Check that query and gallery labels use the same ids.")
+        raise ProdrecError(f"None of the {len(num_relevant)} queries has a matching gallery item ({no_match_reason}), "
+                           "so Recall@K and mAP are undefined. Check that query and gallery labels use the same ids.")
     result: dict[str, float] = {f"recall@{k}": float(np.count_nonzero(first_rank[valid] <= k) / num_valid)
                                 for k in ks}
     if map_key:
@@ -222,8 +224,8 @@ def retrieval_metrics(
         hit_rows, hit_cols = np.nonzero(hits)
         hits_per_row = np.bincount(hit_rows, minlength=hits.shape[0])
         if np.any(hits_per_row > num_relevant[rows]):
-            raise ValueError("ranked_indices lists some gallery index more than once in a row; each row must "
-                             "rank distinct gallery items.")
+            raise ProdrecError("ranked_indices lists some gallery index more than once in a row; each row must "
+                               "rank distinct gallery items.")
         first_rank[rows] = np.where(hits_per_row > 0, hits.argmax(axis=1) + 1, NO_MATCH)
         if compute_map:
             # np.nonzero walks row-major, so a hit's rank among its row's hits is its
@@ -266,8 +268,8 @@ def similarity_metrics(
     queries = _labels_1d(query_labels, "query_labels")
     gallery = _labels_1d(gallery_labels, "gallery_labels")
     if similarity.shape != (len(queries), len(gallery)):
-        raise ValueError(f"similarity has shape {similarity.shape}; expected ({len(queries)}, {len(gallery)}) "
-                         "[query labels, gallery labels].")
+        raise ProdrecError(f"similarity has shape {similarity.shape}; expected ({len(queries)}, {len(gallery)}) "
+                           "[query labels, gallery labels].")
     ks = _check_ks(ks)
     statistics = match_statistics(similarity, queries, LabelGroups(gallery), compute_map)
     return metric_summary(*statistics, ks, "mAP" if compute_map else None, "same label")
@@ -276,10 +278,10 @@ def similarity_metrics(
 def _similarity_2d(similarity) -> np.ndarray:
     similarity = np.asarray(similarity)
     if similarity.ndim != 2 or similarity.dtype.kind != "f" or similarity.size == 0:
-        raise ValueError(f"similarity must be a non-empty float array [queries, gallery]; got dtype "
-                         f"{similarity.dtype} and shape {similarity.shape}.")
+        raise ProdrecError(f"similarity must be a non-empty float array [queries, gallery]; got dtype "
+                           f"{similarity.dtype} and shape {similarity.shape}.")
     if not np.isfinite(similarity).all():
-        raise ValueError("similarity holds NaN or infinite values; they have no rank.")
+        raise ProdrecError("similarity holds NaN or infinite values; they have no rank.")
     return similarity
 
 
@@ -301,5 +303,5 @@ def rank_by_similarity(similarity: np.ndarray, k: int | None = None) -> np.ndarr
     if k is None:
         k = num_gallery
     if not 1 <= k <= num_gallery:
-        raise ValueError(f"k must lie in [1, {num_gallery}] (the gallery size); got {k}.")
+        raise ProdrecError(f"k must lie in [1, {num_gallery}] (the gallery size); got {k}.")
     return np.argsort(-similarity, axis=1, kind="stable")[:, :k].astype(np.int64, copy=False)

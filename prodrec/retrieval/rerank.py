@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional, Tuple
 import numpy as np
 
 from prodrec.retrieval.knn import as_matrix, knn_search, l2_normalize
+from prodrec.utils import ProdrecError, ProdrecTypeError
 
 
 __all__ = ["RERANK_METHODS", "rerank", "rerank_gallery"]
@@ -62,14 +63,14 @@ def rerank(query: np.ndarray, gallery: np.ndarray, *, method: str = "k-reciproca
     """
     query, gallery = as_matrix(query, "query"), as_matrix(gallery, "gallery")
     if query.shape[1] != gallery.shape[1]:
-        raise ValueError(f"query has dimension {query.shape[1]} but gallery has {gallery.shape[1]}; "
-                         "embed both with the same model")
+        raise ProdrecError(f"query has dimension {query.shape[1]} but gallery has {gallery.shape[1]}; "
+                           "embed both with the same model")
     gallery = l2_normalize(gallery)
     exact = _Gallery(len(gallery), lambda vectors, k: knn_search(vectors, gallery, k), lambda rows: gallery[rows])
     return _rerank(query, exact, method=method, top_k=top_k, **options)
 
 
-def rerank_gallery(gallery: "GalleryIndex", features: np.ndarray, k: int, *, method: str = "k-reciprocal",
+def rerank_gallery(gallery: Any, features: np.ndarray, k: int, *, method: str = "k-reciprocal",
                    top_k: Optional[int] = None, device: str = "auto", **options: Any) -> Tuple[np.ndarray, np.ndarray]:
     """Scores and ids ``[Q, k]`` of :meth:`GalleryIndex.search <prodrec.gallery.GalleryIndex.search>` with
     re-ranking of the ``top_k`` (default ``max(k, 100)``, at most the gallery size) best matches; neighbours
@@ -81,9 +82,9 @@ def rerank_gallery(gallery: "GalleryIndex", features: np.ndarray, k: int, *, met
     to the expanded query. Ids beyond the gallery size are -1.
     """
     if not gallery.keep_features and gallery.index_type.startswith("IVF"):
-        raise ValueError(f"re-ranking reads gallery vectors, but this {gallery.index_type} index was made with "
-                         "keep_features=False and faiss cannot return IVF vectors; rebuild the gallery with "
-                         "keep_features=True, or use a Flat or HNSW index")
+        raise ProdrecError(f"re-ranking reads gallery vectors, but this {gallery.index_type} index was made with "
+                           "keep_features=False and faiss cannot return IVF vectors; rebuild the gallery with "
+                           "keep_features=True, or use a Flat or HNSW index")
     top_k = max(k, 100) if top_k is None else top_k
     _check_number("top_k", top_k, k, math.inf, integer=True)
 
@@ -106,11 +107,11 @@ def rerank_gallery(gallery: "GalleryIndex", features: np.ndarray, k: int, *, met
 def _rerank(query: np.ndarray, gallery: _Gallery, *, method: str, top_k: int, block_size: int = 1024,
             **options: Any) -> Tuple[np.ndarray, np.ndarray]:
     if method not in RERANK_METHODS:
-        raise ValueError(f"unknown re-ranking method {method!r}; use one of {sorted(RERANK_METHODS)}")
+        raise ProdrecError(f"unknown re-ranking method {method!r}; use one of {sorted(RERANK_METHODS)}")
     unknown = sorted(set(options) - set(RERANK_METHODS[method]))
     if unknown:
-        raise TypeError(f"re-ranking method {method!r} takes the options {sorted(RERANK_METHODS[method])}, "
-                        f"not {unknown}")
+        raise ProdrecTypeError(f"re-ranking method {method!r} takes the options {sorted(RERANK_METHODS[method])}, "
+                               f"not {unknown}")
     options = {**RERANK_METHODS[method], **options}
     _check_number("top_k", top_k, 1, gallery.size, integer=True)
     if method == "k-reciprocal":
@@ -139,7 +140,7 @@ def _check_number(name: str, value: Any, low: float, high: float, *, integer: bo
             or not low <= value <= high:
         note = {"top_k": " (the gallery size)", "k2": " (k1 + 1)"}.get(name, "")
         span = f">= {low}" if math.isinf(high) else f"in [{low}, {high}]{note}"
-        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'} {span}, got {value!r}")
+        raise ProdrecError(f"{name} must be {'an integer' if integer else 'a number'} {span}, got {value!r}")
 
 
 def _search(gallery: _Gallery, vectors: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:

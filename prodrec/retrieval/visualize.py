@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from prodrec.data import ImageList, load_image
+from prodrec.utils import ProdrecError
 
 __all__ = ["RIGHT_COLOR", "WRONG_COLOR", "QUERY_COLOR", "GridLayout", "first_hit_ranks", "order_queries",
            "draw_results", "inshop_category", "recall_at_1_by_category", "category_table"]
@@ -75,13 +76,13 @@ def _item_names(images: ImageList) -> np.ndarray:
 def _check_ranking(query: ImageList, gallery: ImageList, ranked: np.ndarray, scores: np.ndarray) -> np.ndarray:
     ranked = np.asarray(ranked)
     if ranked.ndim != 2 or ranked.shape[0] != len(query) or ranked.shape[1] < 1 or ranked.dtype.kind not in "iu":
-        raise ValueError(f"ranked must be an integer array [num_queries={len(query)}, k>=1] of gallery indices "
-                         f"(knn_search's second output), got {ranked.dtype} {ranked.shape}")
+        raise ProdrecError(f"ranked must be an integer array [num_queries={len(query)}, k>=1] of gallery indices "
+                           f"(knn_search's second output), got {ranked.dtype} {ranked.shape}")
     if np.shape(scores) != ranked.shape:
-        raise ValueError(f"scores must have the shape of ranked {ranked.shape}, got {np.shape(scores)}")
+        raise ProdrecError(f"scores must have the shape of ranked {ranked.shape}, got {np.shape(scores)}")
     if ranked.min() < 0 or ranked.max() >= len(gallery):
-        raise ValueError(f"ranked holds gallery indices outside 0..{len(gallery) - 1} "
-                         f"({ranked.min()}..{ranked.max()}); rank against this gallery")
+        raise ProdrecError(f"ranked holds gallery indices outside 0..{len(gallery) - 1} "
+                           f"({ranked.min()}..{ranked.max()}); rank against this gallery")
     return ranked
 
 
@@ -140,9 +141,9 @@ def draw_results(query: ImageList, gallery: ImageList, ranked: np.ndarray, score
         options["max_queries"] = max_queries
     for name, value in options.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise ProdrecError(f"{name} must be a positive integer, got {value!r}")
     if k > ranked.shape[1]:
-        raise ValueError(f"k={k} but ranked has only {ranked.shape[1]} columns; search at least k neighbours")
+        raise ProdrecError(f"k={k} but ranked has only {ranked.shape[1]} columns; search at least k neighbours")
     order = order_queries(query, gallery, ranked, scores) if worst_first else np.arange(len(query))
     order = order[:max_queries]
     first = first_hit_ranks(query, gallery, ranked)
@@ -228,11 +229,11 @@ def recall_at_1_by_category(query: ImageList, gallery: ImageList, ranked: np.nda
         categories = [inshop_category(path) for path in query.paths]
         unknown = [path for path, category in zip(query.paths, categories) if category is None]
         if unknown:
-            raise ValueError(f"{len(unknown)} query paths have no In-shop category (.../img/GENDER/Category/id/"
-                             f"file), e.g. {unknown[:20]}; pass categories=[one per query]")
+            raise ProdrecError(f"{len(unknown)} query paths have no In-shop category (.../img/GENDER/Category/id/"
+                               f"file), e.g. {unknown[:20]}; pass categories=[one per query]")
     categories = [str(category) for category in categories]
     if len(categories) != len(query):
-        raise ValueError(f"categories must give one category per query ({len(query)}), got {len(categories)}")
+        raise ProdrecError(f"categories must give one category per query ({len(query)}), got {len(categories)}")
     hit = first_hit_ranks(query, gallery, ranked[:, :1]) == 1
     in_gallery = np.isin(_item_names(query), _item_names(gallery))
     names = np.asarray(categories, dtype=object)

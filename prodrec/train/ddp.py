@@ -18,6 +18,7 @@ from prodrec.train.distributed import DistributedContext
 from prodrec.retrieval import evaluate_embeddings, extract_embeddings
 from prodrec.losses import MinedLoss, WeightedLoss
 from prodrec.models import Embedder
+from prodrec.utils import ProdrecError
 
 __all__ = ["EmbedderWithLoss", "CrossRankMinedLoss", "cross_rank_loss", "wrap_for_training", "unwrap",
            "broadcast_buffers", "evaluate_sharded"]
@@ -79,13 +80,13 @@ def cross_rank_loss(loss: WeightedLoss) -> WeightedLoss:
     for name, term in loss.terms.items():
         if isinstance(term, MinedLoss):
             if term.state_dict():
-                raise ValueError(f"Loss.Train {name}: cross-rank mining takes stateless pair/triplet losses; this "
-                                 f"one holds {list(term.state_dict())} (a proxy loss?). Turn cross-rank mining off")
+                raise ProdrecError(f"Loss.Train {name}: cross-rank mining takes stateless pair/triplet losses; this "
+                                   f"one holds {list(term.state_dict())} (a proxy loss?). Turn cross-rank mining off")
             term = CrossRankMinedLoss(term)
         terms[name] = term
     if not any(isinstance(term, CrossRankMinedLoss) for term in terms.values()):
-        raise ValueError(f"cross-rank mining needs a pair or triplet loss (e.g. TripletLossV2) in Loss.Train; it has "
-                         f"only {sorted(terms)}")
+        raise ProdrecError(f"cross-rank mining needs a pair or triplet loss (e.g. TripletLossV2) in Loss.Train; it has "
+                           f"only {sorted(terms)}")
     return WeightedLoss(terms, loss.weights)
 
 
@@ -102,7 +103,7 @@ def wrap_for_training(model: nn.Module, loss: WeightedLoss, ctx: DistributedCont
         compile: run the embedder's forward through ``torch.compile``.
     """
     if sync_batchnorm and ctx.device.type != "cuda":
-        raise ValueError("sync_batchnorm needs GPUs (torch's SyncBatchNorm runs on CUDA only); turn it off on CPU")
+        raise ProdrecError("sync_batchnorm needs GPUs (torch's SyncBatchNorm runs on CUDA only); turn it off on CPU")
     if cross_rank:
         loss = cross_rank_loss(loss)
     if sync_batchnorm and ctx.world_size > 1:
@@ -138,7 +139,7 @@ def evaluate_sharded(model: Embedder, query: ImageList, gallery: ImageList, ctx:
     batch-norm statistics), rank 0 searches the gathered features, then broadcasts the metrics.
     """
     broadcast_buffers(model, ctx)
-    options = dict(batch_size=batch_size, num_workers=num_workers, device=ctx.device, progress=progress)
+    options = dict(batch_size=batch_size, num_workers=num_workers, progress=progress)
     features = {}
     for name, images in (("query", query), ("gallery", gallery)):
         features[name] = ctx.gather_rows(extract_embeddings(model, _shard(images, ctx), desc=f"embed {name}",

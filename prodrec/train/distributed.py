@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, TypeVar, Un
 import numpy as np
 import torch
 import torch.distributed as dist
+from prodrec.utils import ProdrecError, ProdrecTypeError
 __all__ = ["LaunchEnv", "read_launch_env", "DistributedContext", "init_distributed"]
 
 T = TypeVar("T")
@@ -58,8 +59,8 @@ def read_launch_env(environ: Optional[Mapping[str, str]] = None) -> Optional[Lau
         elif world > 1:
             problems += [f"{key} is not set" for key in ("MASTER_ADDR", "MASTER_PORT") if key not in environ]
     if problems:
-        raise ValueError("incomplete torch.distributed launch environment: " + "; ".join(problems)
-                         + ". Launch with torchrun (python -m torch.distributed.run), which sets them all, or unset "
+        raise ProdrecError("incomplete torch.distributed launch environment: " + "; ".join(problems)
+                           + ". Launch with torchrun (python -m torch.distributed.run), which sets them all, or unset "
                            "RANK, WORLD_SIZE and LOCAL_RANK for a single process")
     return LaunchEnv(values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"])
 
@@ -138,18 +139,19 @@ class DistributedContext:
         rank). Rows travel ``chunk_rows`` per shard at a time, which bounds the communication buffers.
         """
         if not isinstance(shard, (np.ndarray, torch.Tensor)) or shard.ndim < 1:
-            raise TypeError(f"gather_rows takes a numpy array or tensor with at least one dim, got {type(shard)}")
+            raise ProdrecTypeError(f"gather_rows takes a numpy array or tensor with at least one dim, got "
+                                   f"{type(shard)}")
         if (dst is not None and not 0 <= dst < self.world_size) or chunk_rows < 1:
-            raise ValueError(f"need dst in 0..{self.world_size - 1} or None and chunk_rows >= 1, got dst={dst} "
-                             f"chunk_rows={chunk_rows}")
+            raise ProdrecError(f"need dst in 0..{self.world_size - 1} or None and chunk_rows >= 1, got dst={dst} "
+                               f"chunk_rows={chunk_rows}")
         if self.world_size == 1:
             return shard
         tensor = torch.from_numpy(np.ascontiguousarray(shard)) if isinstance(shard, np.ndarray) else shard
         layouts = [None] * self.world_size
         dist.all_gather_object(layouts, (len(tensor), tuple(tensor.shape[1:]), str(tensor.dtype)))
         if len({layout[1:] for layout in layouts}) > 1:
-            raise ValueError("gather_rows: shards must share dtype and trailing shape, got (rows, shape, dtype) "
-                             f"per rank {layouts}")
+            raise ProdrecError("gather_rows: shards must share dtype and trailing shape, got (rows, shape, dtype) "
+                               f"per rank {layouts}")
         counts = [layout[0] for layout in layouts]
         offsets = np.concatenate([[0], np.cumsum(counts)])
         receives = dst is None or dst == self.rank
@@ -173,15 +175,15 @@ class DistributedContext:
 def _device(name: Union[str, torch.device], launch: Optional[LaunchEnv]) -> torch.device:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(name)!r} asks for a GPU but no CUDA GPU is available; use 'auto' or 'cpu'")
+        raise ProdrecError(f"device {str(name)!r} asks for a GPU but no CUDA GPU is available; use 'auto' or 'cpu'")
     if device.type != "cuda" or launch is None:
         return device
     if device.index is not None:
-        raise ValueError(f"under torchrun each process uses cuda:LOCAL_RANK; set the device to 'cuda' or 'auto', "
-                         f"not {str(name)!r}")
+        raise ProdrecError(f"under torchrun each process uses cuda:LOCAL_RANK; set the device to 'cuda' or 'auto', "
+                           f"not {str(name)!r}")
     if launch.local_rank >= torch.cuda.device_count():
-        raise ValueError(f"LOCAL_RANK {launch.local_rank} but only {torch.cuda.device_count()} GPUs are visible; "
-                         "launch at most that many processes per machine (--nproc_per_node)")
+        raise ProdrecError(f"LOCAL_RANK {launch.local_rank} but only {torch.cuda.device_count()} GPUs are visible; "
+                           "launch at most that many processes per machine (--nproc_per_node)")
     return torch.device("cuda", launch.local_rank)
 
 

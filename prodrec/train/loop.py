@@ -31,6 +31,7 @@ from prodrec.models import Embedder
 from prodrec.train.optim import build_optimizer, build_scheduler
 from prodrec.train.state import check_data_order, data_order, rng_state, seed_rank, set_rng_state
 from prodrec.train.safety import NonFiniteError, StopSignals, all_finite
+from prodrec.utils import ProdrecError
 
 __all__ = ["resolve_device", "build_model", "loader_workers", "TrainingRun"]
 
@@ -41,7 +42,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"Global.device is {name!r} but no CUDA GPU is available; use 'auto' or 'cpu'")
+        raise ProdrecError(f"Global.device is {name!r} but no CUDA GPU is available; use 'auto' or 'cpu'")
     return device
 
 
@@ -51,14 +52,14 @@ def build_model(config: Config, num_classes: int) -> tuple:
     model = Embedder(arch.Backbone.name, embedding_size=arch.Neck.class_num, pretrained=arch.Backbone.pretrained,
                      image_size=config.Global.image_size)
     if arch.Neck.embedding_size not in ("auto", model.num_features):
-        raise ValueError(
+        raise ProdrecError(
             f"Arch.Neck.embedding_size is {arch.Neck.embedding_size} but backbone {model.backbone_name} outputs "
             f"{model.num_features} features; set it to {model.num_features} or auto"
         )
     head = arch.Head
     if head is not None:
         if head.embedding_size not in ("auto", model.embedding_size):
-            raise ValueError(
+            raise ProdrecError(
                 f"Arch.Head.embedding_size is {head.embedding_size} but the neck outputs {model.embedding_size} "
                 "(Arch.Neck.class_num); make them equal or set auto"
             )
@@ -76,7 +77,7 @@ def head_classes(head: Optional[HeadConfig], num_classes: int) -> int:
     if head is None or head.class_num == "auto" or head.class_num == num_classes:
         return num_classes
     if head.class_num < num_classes:
-        raise ValueError(
+        raise ProdrecError(
             f"Arch.Head.class_num is {head.class_num} but the training data has {num_classes} classes (items), so "
             f"labels would fall outside the head; set Arch.Head.class_num to {num_classes} or auto"
         )
@@ -126,9 +127,9 @@ class TrainingRun:
         self.accumulate, self.step_batches = g.accumulate_steps, g.accumulate_steps * ctx.world_size
         self.steps_per_epoch = len(self.train_loader) // self.accumulate
         if self.steps_per_epoch < 1:
-            raise ValueError(f"Global.accumulate_steps={self.accumulate} needs that many batches per process, but an "
-                             f"epoch gives each of {ctx.world_size} processes {len(self.train_loader)}; lower "
-                             "Global.accumulate_steps or DataLoader.batch_size")
+            raise ProdrecError(f"Global.accumulate_steps={self.accumulate} needs that many batches per process, but an "
+                               f"epoch gives each of {ctx.world_size} processes {len(self.train_loader)}; lower "
+                               "Global.accumulate_steps or DataLoader.batch_size")
         self.epoch_batches = self.steps_per_epoch * self.step_batches  # of the epoch's batch list
         self.data_order = data_order(config, data.train)
         self.parameters = list(unwrap(self.module).parameters())
@@ -165,7 +166,7 @@ class TrainingRun:
                               f"{cfg.sample_per_id} images are left out")
                 dataset, labels = Subset(dataset, keep.tolist()), labels[keep]
         if len(dataset) < cfg.batch_size:
-            raise ValueError(
+            raise ProdrecError(
                 f"the training set has {len(dataset)} images, fewer than one batch (DataLoader.batch_size="
                 f"{cfg.batch_size}); lower the batch size"
             )

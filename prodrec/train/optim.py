@@ -8,6 +8,7 @@ import torch
 from torch.optim import lr_scheduler
 
 from prodrec.config import LRConfig, OptimizerConfig
+from prodrec.utils import ProdrecError
 
 __all__ = ["build_optimizer", "build_scheduler", "scale_schedule", "ScheduleLength"]
 
@@ -21,7 +22,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], config: OptimizerConfi
         momentum = config.momentum if config.name == "Momentum" else 0.0
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=decay)
     if len(config.betas) != 2:
-        raise ValueError(f"Optimizer.betas must be two numbers, got {config.betas}")
+        raise ProdrecError(f"Optimizer.betas must be two numbers, got {config.betas}")
     return torch.optim.AdamW(params, lr=lr, betas=tuple(config.betas), weight_decay=decay)
 
 
@@ -78,13 +79,13 @@ def build_scheduler(
     (x ``gamma`` at each milestone) or ``Constant``. Milestones and warm-up are first scaled to the run's
     length (:func:`scale_schedule`)."""
     if steps_per_epoch < 1:
-        raise ValueError("steps_per_epoch must be >= 1 (is the training set smaller than one batch?)")
+        raise ProdrecError("steps_per_epoch must be >= 1 (is the training set smaller than one batch?)")
     length = scale_schedule(config, epochs)
     warmup = round(length.warmup_epochs * steps_per_epoch)
     total = max(epochs * steps_per_epoch, 1)
     if warmup >= total and epochs > 0:
-        raise ValueError(f"Optimizer.lr.warmup_epoch ({config.warmup_epoch}, {length.warmup_epochs:.3g} epochs of this "
-                         f"run) must end before the run's {epochs} epochs")
+        raise ProdrecError(f"Optimizer.lr.warmup_epoch ({config.warmup_epoch}, {length.warmup_epochs:.3g} epochs of this "
+                           f"run) must end before the run's {epochs} epochs")
     if config.name == "Cosine":
         main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=config.eta_min)
     elif config.name == "MultiStepDecay":

@@ -32,6 +32,7 @@ from prodrec.models import Embedder
 from prodrec.train.optim import scale_schedule
 from prodrec.train.safety import RunLock, TrainingInterrupted
 from prodrec.train.loop import TrainingRun, build_model, loader_workers, resolve_device
+from prodrec.utils import ProdrecError
 
 __all__ = ["train_metric", "TrainResult", "resolve_device", "build_model"]
 
@@ -91,7 +92,7 @@ def train_metric(
     if data is None:
         lists, image_roots = loader.split_files()
         if loader.root is None and not lists:
-            raise ValueError("no data: set DataLoader.root (CLI: --data-root) or pass data= to train_metric")
+            raise ProdrecError("no data: set DataLoader.root (CLI: --data-root) or pass data= to train_metric")
         data = read_splits(loader.dataset, loader.root, lists=lists, image_roots=image_roots,
                            confine_to_root=loader.confine_to_root)
     _seed_everything(g.seed, g.deterministic)
@@ -128,8 +129,8 @@ def _checkpoint_to_resume(resume: Resume, output_dir: Path) -> Optional[Tuple[Pa
     last = output_dir / "checkpoints" / "last.pt"
     used, payload, refused = load_latest_checkpoint(last)
     if used is None and refused:
-        raise ValueError(f"cannot resume: no readable checkpoint in {last.parent}: {'; '.join(refused)}. Resume from "
-                         "another checkpoint with --resume PATH, or move these away to start a new run")
+        raise ProdrecError(f"cannot resume: no readable checkpoint in {last.parent}: {'; '.join(refused)}. Resume from "
+                           "another checkpoint with --resume PATH, or move these away to start a new run")
     if used is None:
         warnings.warn(f"resume: no checkpoint in {last.parent}; starting a new run")
         return None
@@ -186,8 +187,8 @@ def _train(config: Config, data: RetrievalSplits, output_dir: Path, resume: Resu
         used, payload, fallback = chosen
         run.restore(payload, used)
         if run.epoch > g.epochs or (run.epoch == g.epochs and run.batch > 0):
-            raise ValueError(f"{used} is at epoch {run.epoch + 1} (batch {run.batch}), past Global.epochs={g.epochs}; "
-                             f"set Global.epochs (--epochs) to at least {run.epoch + 1} to continue this run")
+            raise ProdrecError(f"{used} is at epoch {run.epoch + 1} (batch {run.batch}), past Global.epochs={g.epochs}; "
+                               f"set Global.epochs (--epochs) to at least {run.epoch + 1} to continue this run")
         if ctx.is_main:
             lost = max(_last_logged_step(output_dir / "log.jsonl") - run.step, 0)
             run.log({"event": "resume", "checkpoint": str(used), "epoch": run.epoch + 1, "batch": run.batch,

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Dict, Iterable, Optional, Set
 
 import torch
+from prodrec.utils import ProdrecRuntimeError
 
 __all__ = ["RunLock", "StopSignals", "NonFiniteError", "TrainingInterrupted", "all_finite"]
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(ProdrecRuntimeError):
     """A loss or gradient became NaN or infinite."""
 
 
@@ -64,9 +65,9 @@ class RunLock:
         RunLock._held.add(key)
         return self
 
-    def _refusal(self, owner: str) -> RuntimeError:
-        return RuntimeError(f"another training run (pid {owner}) is using {self.path.parent}; wait for it to finish "
-                            "or choose another --output folder")
+    def _refusal(self, owner: str) -> ProdrecRuntimeError:
+        return ProdrecRuntimeError(f"another training run (pid {owner}) is using {self.path.parent}; wait for it to finish "
+                                   "or choose another --output folder")
 
     def __exit__(self, *exc_info) -> None:
         if self._handle is not None:

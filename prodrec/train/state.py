@@ -14,6 +14,7 @@ import torch
 
 from prodrec.config import Config
 from prodrec.data import ImageList
+from prodrec.utils import ProdrecError
 
 __all__ = ["rng_state", "set_rng_state", "seed_rank", "data_order", "check_data_order"]
 
@@ -77,5 +78,5 @@ def check_data_order(saved: Optional[Dict[str, Any]], current: Dict[str, Any], s
     changed = [f"{key}: {saved.get(key, 'not recorded')} in the checkpoint, {value} now"
                for key, value in current.items() if saved.get(key) != value]
     if changed:
-        raise ValueError(f"cannot resume from {source}: it was written for other batches ({'; '.join(changed)}); "
-                         "resume with the settings and data it was written with, or train into a new output folder")
+        raise ProdrecError(f"cannot resume from {source}: it was written for other batches ({'; '.join(changed)}); "
+                           "resume with the settings and data it was written with, or train into a new output folder")
