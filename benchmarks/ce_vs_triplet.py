@@ -39,7 +39,7 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
-from prodrec.cli.main import LOSS_CHOICES, train_overrides
+from prodrec.cli.app import LOSS_CHOICES, train_overrides
 from prodrec.cli import build_parser as prodrec_parser
 from prodrec.config import Config, load_config
 from prodrec.data import DATASET_READERS, RetrievalSplits, make_synthetic_inshop, read_splits

@@ -8,13 +8,14 @@ import pytest
 from prodrec import __version__
 from prodrec.cli import build_parser, main, train_overrides
 from prodrec.config import load_config
+from prodrec.utils import ProdrecError
 
 
 def test_version_and_lazy_start():
     out = subprocess.run([sys.executable, "-m", "prodrec", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"prodrec {__version__}"
-    code = "import sys, prodrec.cli.main; sys.exit('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0, "prodrec.cli.main must not import torch"
+    code = "import sys, prodrec.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0, "prodrec.cli must not import torch"
 
 
 def test_train_flags_become_config_overrides():
@@ -101,3 +102,25 @@ def test_dataset_choices_match_the_registered_readers_and_the_config_schema():
     for name in ("train", "eval", "visualize"):
         dataset = next(a for a in commands[name]._actions if a.dest == "dataset")
         assert sorted(dataset.choices) == sorted(DATASET_READERS), name
+
+
+@pytest.mark.parametrize("error, shown", [
+    (ProdrecError("Global.epochs must be >= 0, got -1"), True),
+    (FileNotFoundError("file 'x.pt' not found"), True),
+    (ValueError("operands could not be broadcast together"), False),  # a bug, not refused input
+    (TypeError("unsupported operand type(s)"), False),
+    (RuntimeError("CUDA error: an illegal memory access"), False),
+])
+def test_the_cli_prints_refused_input_and_lets_bugs_raise(monkeypatch, capsys, error, shown):
+    from prodrec.cli import app
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setitem(app.COMMANDS, "make-synthetic", fail)
+    if shown:
+        assert main(["make-synthetic", "somewhere"]) == 1
+        assert capsys.readouterr().err == f"prodrec make-synthetic: error: {error}\n"
+    else:
+        with pytest.raises(type(error)):
+            main(["make-synthetic", "somewhere"])

@@ -2,6 +2,6 @@
 
 Importing it is cheap: each command imports torch and the rest of prodrec when it runs.
 """
-from prodrec.cli.main import build_parser, main, train_overrides
+from prodrec.cli.app import build_parser, main, train_overrides
 
 __all__ = ["main", "build_parser", "train_overrides"]
