@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-import yaml
 from tqdm.auto import tqdm
 
 from prodrec.cli.app import LOSS_CHOICES, train_overrides
@@ -85,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 def variants(also: List[str]) -> Dict[str, Dict[str, Any]]:
     table = dict(VARIANTS)
     for name in also:
-        losses = yaml.safe_load(LOSS_CHOICES["ce"]) + [{name: {"weight": 1.0}}]
+        losses = LOSS_CHOICES["ce"] + [{name: {"weight": 1.0}}]
         table[f"CE (ArcMargin) + {name}"] = {"head": "arcmargin", "overrides": [f"Loss.Train={json.dumps(losses)}"]}
     return table
 

@@ -17,14 +17,15 @@ from prodrec import __version__
 from prodrec.cli.gallery import add_commands as add_index_commands
 from prodrec.cli.paddle import add_commands as add_paddle_commands
 from prodrec.cli.results import add_commands as add_results_commands
+from prodrec.config import Override
 from prodrec.utils import ProdrecError
 
 __all__ = ["main", "build_parser", "train_overrides"]
 
 DEFAULT_KS = [1, 5, 10, 20]
 LOSS_CHOICES = {
-    "ce": "[{CELoss: {weight: 1.0}}]",
-    "ce+triplet": "[{CELoss: {weight: 1.0}}, {TripletLossV2: {weight: 1.0, margin: 0.5}}]",
+    "ce": [{"CELoss": {"weight": 1.0}}],
+    "ce+triplet": [{"CELoss": {"weight": 1.0}}, {"TripletLossV2": {"weight": 1.0, "margin": 0.5}}],
 }
 
 
@@ -117,12 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def train_overrides(args: argparse.Namespace) -> List[str]:
-    """The ``--set`` strings that the convenience flags of ``prodrec train`` stand for, then ``--set``'s own."""
+def train_overrides(args: argparse.Namespace) -> List[Override]:
+    """The typed ``(key, value)`` overrides that the convenience flags of ``prodrec train`` stand for, then
+    ``--set``'s own ``Section.key=value`` strings (:func:`prodrec.config.load_config` takes both)."""
     return _flag_overrides(args) + list(args.overrides)
 
 
-def _flag_overrides(args: argparse.Namespace) -> List[str]:
+def _flag_overrides(args: argparse.Namespace) -> List[Override]:
     flags = {
         "DataLoader.root": args.data_root, "DataLoader.dataset": args.dataset, "Global.output_dir": args.output,
         "Global.epochs": args.epochs, "Global.image_size": args.image_size,
@@ -133,15 +135,15 @@ def _flag_overrides(args: argparse.Namespace) -> List[str]:
         "Global.accumulate_steps": args.accumulate_steps, "Global.cross_rank_mining": args.cross_rank_mining,
         "Global.sync_batchnorm": args.sync_batchnorm, "Global.compile": args.compile,
     }
-    overrides = [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
+    overrides: List[Override] = [(key, value) for key, value in flags.items() if value is not None]
     if args.backbone:
-        overrides += [f"Arch.Backbone.name={args.backbone}", "Arch.Neck.embedding_size=auto"]
+        overrides += [("Arch.Backbone.name", args.backbone), ("Arch.Neck.embedding_size", "auto")]
     if args.loss:
-        overrides.append(f"Loss.Train={LOSS_CHOICES[args.loss]}")
+        overrides.append(("Loss.Train", LOSS_CHOICES[args.loss]))
     if args.head == "fc":
-        overrides += ["Arch.Head.name=FC", "Arch.Head.margin=null", "Arch.Head.scale=null"]
+        overrides += [("Arch.Head.name", "FC"), ("Arch.Head.margin", None), ("Arch.Head.scale", None)]
     elif args.head == "arcmargin":
-        overrides.append("Arch.Head.name=ArcMargin")
+        overrides.append(("Arch.Head.name", "ArcMargin"))
     return overrides
 
 
@@ -155,12 +157,12 @@ def _print_metrics(title: str, rows: Dict[str, Optional[Dict[str, float]]]) -> N
 
 
 def _train(args: argparse.Namespace) -> int:
-    from prodrec.config import load_config
-    from prodrec.paddle import read_ppcls_yaml
+    from prodrec.config import load_config, read_config_file
+    from prodrec.paddle import is_ppcls_config
     from prodrec.train import train_metric
 
-    ppcls = read_ppcls_yaml(args.config)
-    config = load_config(args.config, overrides=train_overrides(args)) if ppcls is None else _ppcls_config(args, ppcls)
+    data = read_config_file(args.config)  # read once; its layout says whose names it uses
+    config = _ppcls_config(args, data) if is_ppcls_config(data) else load_config(data, overrides=train_overrides(args))
     result = train_metric(config, resume=args.resume, progress=not args.quiet)
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 reports
         return 0

@@ -5,7 +5,9 @@ Example:
     >>> load_config("inshop_ce_triplet", overrides=["Global.epochs=2"]).Global.epochs
     2
 """
-from prodrec.config.load import CONFIG_DIR, builtin_config_names, builtin_config_path, load_config
+from prodrec.config.arguments import ModelSpec, model_spec
+from prodrec.config.load import (CONFIG_DIR, Override, builtin_config_names, builtin_config_path, load_config,
+                                 read_config_file)
 from prodrec.config.schema import ConfigError, merge_into
 from prodrec.config.sections import (SPLITS, ArchConfig, BackboneConfig, Config, DataLoaderConfig, GlobalConfig,
                                      HeadConfig, LossConfig, LRConfig, MetricConfig, NeckConfig, OptimizerConfig,
@@ -14,4 +16,4 @@ from prodrec.config.sections import (SPLITS, ArchConfig, BackboneConfig, Config,
 __all__ = ["Config", "GlobalConfig", "ArchConfig", "BackboneConfig", "StopLayerConfig", "NeckConfig", "HeadConfig",
            "LossConfig", "OptimizerConfig", "LRConfig", "RegularizerConfig", "DataLoaderConfig", "MetricConfig",
            "ConfigError", "SPLITS", "CONFIG_DIR", "load_config", "builtin_config_path", "builtin_config_names",
-           "merge_into"]
+           "merge_into", "ModelSpec", "model_spec", "Override", "read_config_file"]

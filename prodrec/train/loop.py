@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from prodrec.train.checkpoint import save_checkpoint
-from prodrec.config import Config, HeadConfig
+from prodrec.config import Config, model_spec
 from prodrec.data import ImageDataset, RetrievalSplits
 from prodrec.data import EpochBatches, SeededSamples, apply_small_class_policy
 from prodrec.data import train_transform
@@ -47,45 +47,45 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(config: Config, num_classes: int) -> tuple:
-    """The embedder and its weighted loss (which holds the head), checked against the data."""
-    arch = config.Arch
-    model = Embedder(arch.Backbone.name, embedding_size=arch.Neck.class_num, pretrained=arch.Backbone.pretrained,
-                     image_size=config.Global.image_size)
-    if arch.Neck.embedding_size not in ("auto", model.num_features):
+    """The embedder and its weighted loss (which holds the head), checked against the data. Messages name
+    the YAML keys; the code uses :func:`prodrec.config.model_spec`'s names."""
+    spec = model_spec(config)
+    model = Embedder(**spec.embedder_kwargs())
+    if spec.backbone_width not in (None, model.num_features):
         raise ProdrecError(
-            f"Arch.Neck.embedding_size is {arch.Neck.embedding_size} but backbone {model.backbone_name} outputs "
+            f"Arch.Neck.embedding_size is {spec.backbone_width} but backbone {model.backbone_name} outputs "
             f"{model.num_features} features; set it to {model.num_features} or auto"
         )
-    head = arch.Head
-    if head is not None:
-        if head.embedding_size not in ("auto", model.embedding_size):
-            raise ProdrecError(
-                f"Arch.Head.embedding_size is {head.embedding_size} but the neck outputs {model.embedding_size} "
-                "(Arch.Neck.class_num); make them equal or set auto"
-            )
-    loss = build_loss(config.Loss.Train, head=head, num_classes=head_classes(head, num_classes),
+    if spec.head_input_width not in (None, model.embedding_size):
+        raise ProdrecError(
+            f"Arch.Head.embedding_size is {spec.head_input_width} but the neck outputs {model.embedding_size} "
+            "(Arch.Neck.class_num); make them equal or set auto"
+        )
+    classes = head_classes(spec.head_classes, num_classes) if spec.head is not None else num_classes
+    loss = build_loss(config.Loss.Train, head=config.Arch.Head, num_classes=classes,
                       embedding_size=model.embedding_size)
     return model, loss
 
 
-def head_classes(head: Optional[HeadConfig], num_classes: int) -> int:
-    """The head's output classes: ``Arch.Head.class_num``, or the data's ``num_classes`` for ``auto``.
+def head_classes(configured: Optional[int], num_classes: int) -> int:
+    """The head's output classes: ``configured`` (``Arch.Head.class_num``), or the data's ``num_classes``
+    when it is None (auto).
 
     More outputs than the data has classes run as in PaddleClas (the extra logits are never a target),
     with a warning; fewer are refused, since labels would index past the head.
     """
-    if head is None or head.class_num == "auto" or head.class_num == num_classes:
+    if configured is None or configured == num_classes:
         return num_classes
-    if head.class_num < num_classes:
+    if configured < num_classes:
         raise ProdrecError(
-            f"Arch.Head.class_num is {head.class_num} but the training data has {num_classes} classes (items), so "
+            f"Arch.Head.class_num is {configured} but the training data has {num_classes} classes (items), so "
             f"labels would fall outside the head; set Arch.Head.class_num to {num_classes} or auto"
         )
     warnings.warn(
-        f"Arch.Head.class_num is {head.class_num} but the training data has {num_classes} classes (items): the head "
-        f"gets {head.class_num} outputs and {head.class_num - num_classes} of them are never a target (set "
+        f"Arch.Head.class_num is {configured} but the training data has {num_classes} classes (items): the head "
+        f"gets {configured} outputs and {configured - num_classes} of them are never a target (set "
         f"Arch.Head.class_num to auto for a head of {num_classes})", UserWarning, stacklevel=2)
-    return head.class_num
+    return configured
 
 
 def loader_workers(setting: Union[int, str], device: torch.device) -> int:
