@@ -8,7 +8,7 @@ faiss = pytest.importorskip("faiss")
 from prodrec.retrieval import rank_by_similarity, retrieval_metrics  # noqa: E402
 from prodrec.retrieval import knn_search, l2_normalize  # noqa: E402
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "paddleclas" / "retrieval.npz"
+REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "paddleclas" / "retrieval.npz"
 TOL = 1e-5
 
 

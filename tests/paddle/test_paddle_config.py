@@ -12,7 +12,7 @@ from prodrec.models import Embedder
 from prodrec.paddle import (apply_ppcls_overrides, convert_paddle_pretrained, is_ppcls_config,
                                   load_ppcls_config, read_ppcls_yaml, translate_ppcls_config)
 
-FIXTURES = Path(__file__).parent / "fixtures" / "ppcls"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "ppcls"
 INSHOP = FIXTURES / "ResNet50_vd_Inshop.yaml"
 ALIPRODUCT = FIXTURES / "ResNet50_vd_Aliproduct.yaml"
 INSHOP_WEIGHTS = "product_ResNet50_vd_Aliproduct_v1.0_pretrained.pdparams"  # the file its pretrained_model URL names
@@ -65,7 +65,7 @@ def keys(warnings):
 
 def test_detects_paddleclas_layout():
     assert is_ppcls_config(read_ppcls_yaml(INSHOP)) and is_ppcls_config(read_ppcls_yaml(ALIPRODUCT))
-    native = yaml.safe_load((Path(__file__).parents[1] / "prodrec" / "config" / "builtin" / "inshop_ce_triplet.yaml").read_text())
+    native = yaml.safe_load((Path(__file__).parents[2] / "prodrec" / "config" / "builtin" / "inshop_ce_triplet.yaml").read_text())
     assert not is_ppcls_config(native) and not is_ppcls_config(Config().to_dict())
     assert read_ppcls_yaml("inshop_ce_triplet") is None
 
@@ -238,7 +238,7 @@ def test_export_config_writes_a_file_load_config_loads(lists, tmp_path, capsys):
 
 def test_pdparams_pretrained_model_is_converted_for_training(lists, tmp_path):
     torch = pytest.importorskip("torch")
-    from test_paddle import recmodel_params, write_pdparams
+    from test_weights import recmodel_params, write_pdparams
 
     backbone = Embedder("resnet50d", embedding_size=512).eval()
     head = {"head.fc.weight": np.zeros((512, 7), np.float32), "head.fc.bias": np.zeros(7, np.float32)}

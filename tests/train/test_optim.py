@@ -102,7 +102,7 @@ def test_a_warmup_as_long_as_the_run_is_refused():
 
 def test_a_shortened_run_says_once_in_its_log_how_the_schedule_was_scaled(tiny_inshop, tmp_path, capsys):
     from prodrec.train import train_metric
-    from test_training import small_config
+    from test_run import small_config
 
     output = tmp_path / "run"
     train_metric(small_config(tiny_inshop, output, "Global.epochs=1"), progress=True)

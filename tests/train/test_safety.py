@@ -11,7 +11,7 @@ import torch
 from prodrec.losses import WeightedLoss
 from prodrec.train import NonFiniteError, RunLock, StopSignals, all_finite
 from prodrec.train import train_metric
-from test_training import tiny_config
+from test_run import tiny_config
 
 
 def test_run_lock_refuses_a_second_run(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 from prodrec import metrics
 from prodrec.retrieval import rank_by_similarity, retrieval_metrics, similarity_metrics
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "paddleclas" / "retrieval.npz"
+REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "paddleclas" / "retrieval.npz"
 
 
 @pytest.fixture(scope="module")
