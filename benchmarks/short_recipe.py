@@ -151,6 +151,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=float, nargs="*", default=[1.0],
                         help="also run the scaled recipe with these warm-ups, in epochs of the shortened run")
     parser.add_argument("--only", nargs="*", help="run only the variants whose names start with these")
+    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar=("NAME", "OVERRIDE"),
+                        help="also run the recipe with these Section.key=value overrides under this name")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     variants = dict(VARIANTS)
@@ -158,6 +160,8 @@ def main(argv=None) -> int:
         length = load_config(RECIPE).Optimizer.lr.schedule_epochs
         variants[f"recipe, scaled + {warmup:g} warm-up epoch"] = [
             f"Optimizer.lr.warmup_epoch={warmup * length / args.epochs:g}"]
+    for name, *overrides in args.variant:
+        variants[f"recipe, {name}"] = overrides
     names = [*variants, "plain timm + PML loop"]
     names = [n for n in names if not args.only or n.startswith(tuple(args.only))]
     output = Path(args.output)
