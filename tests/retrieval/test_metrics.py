@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prodrec import metrics
+from prodrec.retrieval import metrics
 from prodrec.retrieval import rank_by_similarity, retrieval_metrics, similarity_metrics
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "paddleclas" / "retrieval.npz"
