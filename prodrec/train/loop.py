@@ -97,6 +97,11 @@ def loader_workers(setting: Union[int, str], device: torch.device) -> int:
     return min(8, cores) if device.type == "cuda" else (0 if cores <= 4 else 2)
 
 
+def _schedule_settings(config: Dict[str, Any]) -> tuple:
+    """What decides the LR schedule in a config dict: the run length and the ``Optimizer.lr`` section."""
+    return config.get("Global", {}).get("epochs"), config.get("Optimizer", {}).get("lr")
+
+
 def _amp_dtype(setting: str, device: torch.device) -> Optional[torch.dtype]:
     if setting == "off" or (setting == "auto" and device.type != "cuda"):
         return None
@@ -312,10 +317,14 @@ class TrainingRun:
         for key in self._COUNTERS:
             setattr(self, key, payload[key])
         set_rng_state(payload["rng"])
-        if payload.get("step_batches", 1) == self.step_batches:
+        if payload.get("step_batches", 1) == self.step_batches and \
+                _schedule_settings(payload.get("config") or {}) == _schedule_settings(self.config.to_dict()):
             self.scheduler.load_state_dict(payload["scheduler"])
             return
-        # Another global batch (world size x accumulate_steps): place the schedule by the share of training done.
+        # Another global batch (world size x accumulate_steps) or another schedule (a run extended with --epochs
+        # scales it anew): start the new schedule from the base LR and place it by the training done.
+        for group in self.optimizer.param_groups:
+            group["lr"] = group.pop("initial_lr", group["lr"])
         self.scheduler = self._scheduler()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()"

@@ -109,4 +109,4 @@ def test_a_shortened_run_says_once_in_its_log_how_the_schedule_was_scaled(tiny_i
     notes = [r for r in map(json.loads, (output / "log.jsonl").read_text().splitlines()) if r["event"] == "schedule"]
     assert [n["note"] for n in notes] == [scale_schedule(load_config("inshop_ce_triplet").Optimizer.lr, 1).note]
     assert "milestones 30,60,70,80,90,100 of 120 epochs scaled to 0.25,0.5,0.58,0.67,0.75,0.83 of 1" in notes[0]["note"]
-    assert capsys.readouterr().err.count("scaled to") == 1
+    assert capsys.readouterr().err.count("prodrec train: Optimizer.lr: milestones") == 1

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from prodrec.train import load_checkpoint
 from prodrec.config import load_config
@@ -209,3 +210,23 @@ def test_confine_to_root_reaches_the_reader(tiny_inshop, tmp_path):
     with pytest.raises(ValueError, match="outside.jpg"):
         train_metric(tiny_config(root, tmp_path / "run", "Global.epochs=0", "DataLoader.confine_to_root=true"),
                      progress=False)
+
+
+def test_a_run_extended_with_more_epochs_continues_on_the_new_schedule(tiny_inshop, tmp_path):
+    """A finished run resumed with --epochs doubled: the schedule is scaled anew and placed by the steps done."""
+    from prodrec.train import build_optimizer, build_scheduler
+
+    output = tmp_path / "run"
+    train_metric(tiny_config(tiny_inshop, output, "Global.epochs=1"), progress=False)
+    extended = tiny_config(tiny_inshop, output, "Global.epochs=2")
+    train_metric(extended, resume=True, progress=False)
+    steps = [r for r in records_of(output) if r["event"] == "step"]
+    # the 2-epoch schedule stepped from the start gives the LRs the extended run logged (each after its step)
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], extended.Optimizer)
+    scheduler = build_scheduler(optimizer, extended.Optimizer.lr, epochs=2, steps_per_epoch=len(steps) // 2)
+    expected = []
+    for _ in range(len(steps)):
+        optimizer.step()
+        scheduler.step()
+        expected.append(optimizer.param_groups[0]["lr"])
+    assert [r["lr"] for r in steps[len(steps) // 2:]] == pytest.approx(expected[len(steps) // 2:])
