@@ -188,14 +188,16 @@ def test_short_recipe_trains_every_variant_and_writes_the_table(tmp_path):
     run_script("photo_products.py", tmp_path / "objects", tmp_path / "set", "--views", "4", "--size", "48",
                cwd=tmp_path)
     run_script("short_recipe.py", "--data-root", tmp_path / "set", "--output", tmp_path / "bench", "--epochs", "2",
-               "--image-size", "32", "--quiet", cwd=tmp_path)
+               "--image-size", "32", "--warmup", "0.5", "--quiet", cwd=tmp_path)
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert list(results) == ["recipe, milestones as written (0.1)", "recipe, schedule scaled",
-                             "recipe, scaled + 1 warm-up epoch", "plain timm + PML loop"]
+                             "recipe as shipped: scaled + warm-up 15 of 120 epochs",
+                             "recipe as shipped, no random erasing", "recipe, cosine + 30% warm-up (the one-cycle shape)",
+                             "recipe, scaled + 0.5 warm-up epoch", "plain timm + PML loop"]
     for run in results.values():
         assert len(run["recall@1_by_epoch"]) == 2 and 0 <= run["metrics"]["recall@1"] <= 1
     logs = {name: (tmp_path / "bench" / "runs" / name / "log.jsonl").read_text() for name in
             ("recipe__milestones_as_written__0_1_", "recipe__schedule_scaled")}
     assert "scaled to" not in logs["recipe__milestones_as_written__0_1_"] and "scaled to" in logs["recipe__schedule_scaled"]
     table = (tmp_path / "bench" / "results.md").read_text()
-    assert table.startswith("| variant | R@1 |") and table.count("\n") == 6
+    assert table.startswith("| variant | R@1 |") and table.count("\n") == 9
