@@ -18,7 +18,7 @@ from prodrec.retrieval import METRICS, check_index_type, faiss_message, new_fais
 from prodrec.retrieval import rerank_gallery
 from prodrec.gallery.store import load_gallery, save_gallery
 from prodrec.retrieval import import_faiss, use_faiss_gpu, l2_normalize
-from prodrec.utils import ProdrecError
+from prodrec.utils import ProdrecError, check_positive_int
 
 
 __all__ = ["GalleryIndex", "SearchResult"]
@@ -108,7 +108,7 @@ class GalleryIndex:
 
     @nprobe.setter
     def nprobe(self, value: int) -> None:
-        search_knob(self._index, self.index_type, "IVF").nprobe = _positive(value, "nprobe")
+        search_knob(self._index, self.index_type, "IVF").nprobe = check_positive_int(value, "nprobe")
 
     @property
     def ef_search(self) -> Optional[int]:
@@ -117,7 +117,7 @@ class GalleryIndex:
 
     @ef_search.setter
     def ef_search(self, value: int) -> None:
-        search_knob(self._index, self.index_type, "HNSW").efSearch = _positive(value, "ef_search")
+        search_knob(self._index, self.index_type, "HNSW").efSearch = check_positive_int(value, "ef_search")
 
     def train(self, sample_features: np.ndarray) -> None:
         """Train an IVF index (coarse centroids, PQ codebooks) on a representative feature sample, before
@@ -219,7 +219,7 @@ class GalleryIndex:
                 in this index; see :func:`prodrec.retrieval.rerank_gallery` for the scores and the index types.
             rerank_options: ``top_k`` (candidates re-ranked, default ``max(k, 100)``) and the method's options.
         """
-        k, block_size = _positive(k, "k"), _positive(block_size, "block_size")
+        k, block_size = check_positive_int(k, "k"), check_positive_int(block_size, "block_size")
         self._require_trained()
         if rerank is not None and len(self):
             scores, ids = rerank_gallery(self, features, k, method=rerank, device=device, **(rerank_options or {}))
@@ -268,11 +268,6 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     view.flags.writeable = False
     return view
 
-
-def _positive(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ProdrecError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _strings(values: Optional[Sequence[Any]], count: int, name: str, *, optional: bool) -> np.ndarray:

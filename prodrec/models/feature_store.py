@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from prodrec.utils import ProdrecError, replace_durably
+from prodrec.utils import ProdrecError, check_positive_int, replace_durably
 
 __all__ = ["FEATURE_DTYPES", "FeatureWriter", "open_features"]
 
@@ -30,11 +30,6 @@ FEATURE_DTYPES = ("float32", "float16")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ProdrecError(f"FeatureWriter: {name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class FeatureWriter:
@@ -51,8 +46,8 @@ class FeatureWriter:
     """
 
     def __init__(self, path: PathLike, num_rows: int, dim: int, *, dtype: str = "float32") -> None:
-        self.num_rows = _positive_int(num_rows, "num_rows")
-        self.dim = _positive_int(dim, "dim")
+        self.num_rows = check_positive_int(num_rows, "num_rows")
+        self.dim = check_positive_int(dim, "dim")
         if dtype not in FEATURE_DTYPES:
             raise ProdrecError(f"FeatureWriter: dtype must be one of {FEATURE_DTYPES}, got {dtype!r}")
         self.path = Path(path)

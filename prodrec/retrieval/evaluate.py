@@ -20,7 +20,7 @@ import numpy as np
 from prodrec.models import FeatureWriter, open_features
 from prodrec.retrieval.metrics import NO_MATCH, LabelGroups, match_statistics, metric_summary, retrieval_metrics
 from prodrec.retrieval.knn import check_matrix, float32_rows, import_faiss
-from prodrec.utils import ProdrecError
+from prodrec.utils import ProdrecError, check_positive_int
 
 if TYPE_CHECKING:  # evaluating stored embeddings needs neither torch nor the models
     from prodrec.data import ImageList
@@ -84,11 +84,6 @@ def extract_embeddings(
         raise
     return features
 
-
-def _positive(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ProdrecError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
 
 
 def _similarities(queries: np.ndarray, gallery: np.ndarray, out: np.ndarray, chunk_rows: int, check: bool) -> None:
@@ -208,22 +203,22 @@ def evaluate_embeddings(
     num_gallery = len(gallery_labels)
     if block_bytes is None:
         block_bytes = min(_MAX_BLOCK, max(_MIN_BLOCK, (query_features.nbytes + gallery_features.nbytes) // 4))
-    block_bytes = _positive(block_bytes, "block_bytes")
+    block_bytes = check_positive_int(block_bytes, "block_bytes")
     if index_type is None and rerank is None:
         statistics = _exact_statistics(query_features, query_labels, gallery_features, gallery_labels, matched,
                                        compute_map, block_bytes)
         return metric_summary(*statistics, ks, "mAP" if compute_map else None, "same label")
 
     if rerank is None:
-        depth = min(_positive(search_top_k, "search_top_k"), num_gallery)
+        depth = min(check_positive_int(search_top_k, "search_top_k"), num_gallery)
         _check_depth(ks, depth, num_gallery, "search_top_k")
-        ranked = _approximate_search(query_features, gallery_features, index_type, depth, _positive(nprobe, "nprobe"),
-                                     _positive(ef_search, "ef_search"),
+        ranked = _approximate_search(query_features, gallery_features, index_type, depth,
+                                     check_positive_int(nprobe, "nprobe"), check_positive_int(ef_search, "ef_search"),
                                      max(1, block_bytes // (4 * gallery_features.shape[1])))
     else:
         from prodrec.retrieval.rerank import rerank as rerank_lists
 
-        depth = min(_positive(rerank_top_k, "rerank_top_k"), num_gallery)
+        depth = min(check_positive_int(rerank_top_k, "rerank_top_k"), num_gallery)
         _check_depth(ks, depth, num_gallery, "rerank_top_k")
         ranked = rerank_lists(np.asarray(query_features, dtype=np.float32),
                               np.asarray(gallery_features, dtype=np.float32), method=rerank, top_k=depth)[1]

@@ -5,7 +5,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
-from prodrec.utils import ProdrecError
+from prodrec.utils import ProdrecError, check_positive_int
 
 __all__ = ["knn_search", "l2_normalize", "import_faiss", "use_faiss_gpu", "as_matrix", "check_matrix", "float32_rows"]
 
@@ -131,11 +131,6 @@ def _block_searcher(faiss, metric: str, dim: int, gpu: bool):
     return searcher
 
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ProdrecError(f"{name} must be a positive integer; got {value!r}.")
-    return int(value)
-
 
 def knn_search(
     queries: np.ndarray,
@@ -183,8 +178,8 @@ def knn_search(
         raise ProdrecError(f"metric must be one of {_METRICS}; got {metric!r}.")
     if device not in _DEVICES:
         raise ProdrecError(f"device must be one of {_DEVICES}; got {device!r}.")
-    block_size = _positive_int(block_size, "block_size")
-    gallery_block_size = _positive_int(gallery_block_size, "gallery_block_size")
+    block_size = check_positive_int(block_size, "block_size")
+    gallery_block_size = check_positive_int(gallery_block_size, "gallery_block_size")
     if num_threads is not None and (not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
         raise ProdrecError(f"num_threads must be None or a positive integer; got {num_threads!r}.")
     queries = check_matrix(queries, "queries")
