@@ -38,6 +38,7 @@ from prodrec.config import load_config
 from prodrec.data import read_splits
 from prodrec.retrieval import evaluate_embeddings
 from prodrec.train import train_metric
+from prodrec.utils import ProdrecError
 
 KS = [1, 5, 10]
 RECIPE = "inshop_ce_triplet"
@@ -181,4 +182,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except (ProdrecError, FileNotFoundError) as error:  # data that is not there or not readable: say so
+        raise SystemExit(f"short_recipe.py: error: {error}") from None

@@ -201,3 +201,9 @@ def test_short_recipe_trains_every_variant_and_writes_the_table(tmp_path):
     assert "scaled to" not in logs["recipe__milestones_as_written__0_1_"] and "scaled to" in logs["recipe__schedule_scaled"]
     table = (tmp_path / "bench" / "results.md").read_text()
     assert table.startswith("| variant | R@1 |") and table.count("\n") == 9
+
+
+def test_short_recipe_names_missing_data_instead_of_a_traceback(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "short_recipe.py"), "--data-root", str(tmp_path / "none"),
+                           "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and done.stderr.startswith("short_recipe.py: error: ") and "Traceback" not in done.stderr
