@@ -19,13 +19,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from prodrec.retrieval.ranks import LabelGroups, MatchStatistics, list_statistics, match_statistics
 from prodrec.utils import ProdrecError
 
-__all__ = ["retrieval_metrics", "similarity_metrics", "rank_by_similarity", "metric_summary", "LabelGroups",
-           "NO_MATCH", "match_statistics"]
-
-_BLOCK_ELEMENTS = 1 << 22  # ranked entries held per block of queries (bounds the boolean match matrix)
-NO_MATCH = np.iinfo(np.int64).max  # first-match rank of a query without any match
+__all__ = ["retrieval_metrics", "similarity_metrics", "rank_by_similarity", "metric_summary"]
 
 
 def _labels_1d(labels, name: str) -> np.ndarray:
@@ -83,84 +80,21 @@ def _check_inputs(ranked_indices, query_labels, gallery_labels, ks, keep_mask, m
     return ranked, queries, gallery, ks, keep_mask
 
 
-class LabelGroups:
-    """Gallery indices grouped by label (ascending within a label), for counting and listing matches."""
-
-    def __init__(self, gallery_labels: np.ndarray) -> None:
-        order = np.argsort(gallery_labels, kind="stable")
-        self.labels, starts, self.counts = np.unique(gallery_labels[order], return_index=True, return_counts=True)
-        self._members = dict(zip(self.labels.tolist(), np.split(order, starts[1:])))
-        self._none = order[:0]
-
-    def count(self, labels: np.ndarray) -> np.ndarray:
-        """Gallery items with each of ``labels`` (0 for a label the gallery lacks)."""
-        position = np.minimum(np.searchsorted(self.labels, labels), len(self.labels) - 1)
-        return np.where(self.labels[position] == labels, self.counts[position], 0).astype(np.int64)
-
-    def members(self, label: int) -> np.ndarray:
-        """Gallery indices of ``label``, ascending (empty if the gallery lacks it)."""
-        return self._members.get(label, self._none)
-
-
-def _beating(rows: np.ndarray, item: int, scores: np.ndarray, buffer: np.ndarray) -> np.ndarray:
-    """Per row, the gallery items ranked before ``item`` whose score is ``scores`` (stable descending order:
-    equal scores at smaller indices come first; ``item``'s own score does not beat itself)."""
-    beaten, threshold = buffer[:len(rows)], scores[:, None]
-    np.greater_equal(rows[:, :item], threshold, out=beaten[:, :item])
-    np.greater(rows[:, item:], threshold, out=beaten[:, item:])
-    return np.array([np.count_nonzero(row) for row in beaten], dtype=np.int64)  # faster than axis=1
-
-
-def match_statistics(similarity: np.ndarray, query_labels: np.ndarray, groups: LabelGroups,
-                      compute_map: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(first_rank, precision_sum, num_relevant)`` of each row of a similarity block, by counting.
-
-    ``first_rank`` is the 1-based rank of the first match (``NO_MATCH`` without one) and ``precision_sum``
-    is ``sum_i precision@i * rel_i`` (with ``compute_map``). Rows sorted by label share one slice per label.
-    """
-    num_rows = len(query_labels)
-    first_rank = np.full(num_rows, NO_MATCH, dtype=np.int64)
-    precision_sum = np.zeros(num_rows, dtype=np.float64)
-    order = np.argsort(query_labels, kind="stable")
-    in_order = bool(np.all(order == np.arange(num_rows)))
-    sorted_labels = query_labels[order]
-    bounds = np.flatnonzero(sorted_labels[1:] != sorted_labels[:-1]) + 1
-    starts, stops = np.array([0, *bounds]), np.array([*bounds, num_rows])
-    buffer = np.empty((int((stops - starts).max()), similarity.shape[1]), dtype=bool)
-    for start, stop in zip(starts, stops):
-        items = groups.members(int(sorted_labels[start]))
-        if not len(items):
-            continue
-        rows_index = order[start:stop]
-        rows = similarity[start:stop] if in_order else similarity[rows_index]
-        scores = rows[:, items]
-        if compute_map:
-            ranks = np.empty(scores.shape, dtype=np.int64)
-            for j, item in enumerate(items):
-                ranks[:, j] = _beating(rows, item, scores[:, j], buffer)
-            ranks.sort(axis=1)
-            ranks += 1
-            first_rank[rows_index] = ranks[:, 0]
-            precision_sum[rows_index] = (np.arange(1, len(items) + 1) / ranks).sum(axis=1)
-            continue
-        best = scores.argmax(axis=1)  # the first of tied scores: the smallest gallery index
-        for j in np.unique(best):
-            chosen = best == j
-            subset = rows if chosen.all() else rows[chosen]
-            first_rank[rows_index[chosen]] = _beating(subset, items[j], scores[chosen, j], buffer) + 1
-    return first_rank, precision_sum, groups.count(query_labels)
-
-
-def metric_summary(first_rank, precision_sum, num_relevant, ks, map_key, no_match_reason) -> dict[str, float]:
+def metric_summary(statistics: MatchStatistics, ks: Sequence[int], *, compute_map: bool = True,
+                   no_match_reason: str = "same label") -> dict[str, float]:
+    """Recall@K (a K beyond a full ranking counts the whole gallery) and mAP (``"mAP@N"`` over lists of N)
+    from :class:`~prodrec.retrieval.ranks.MatchStatistics`; queries without a match are left out and counted."""
+    num_relevant = statistics.num_relevant
     valid = num_relevant > 0
     num_valid = int(valid.sum())
     if num_valid == 0:
         raise ProdrecError(f"None of the {len(num_relevant)} queries has a matching gallery item ({no_match_reason}), "
                            "so Recall@K and mAP are undefined. Check that query and gallery labels use the same ids.")
-    result: dict[str, float] = {f"recall@{k}": float(np.count_nonzero(first_rank[valid] <= k) / num_valid)
+    result: dict[str, float] = {f"recall@{k}": float(np.count_nonzero(statistics.first_rank[valid] <= k) / num_valid)
                                 for k in ks}
-    if map_key:
-        result[map_key] = float(np.mean(precision_sum[valid] / num_relevant[valid]))
+    if compute_map:
+        key = "mAP" if statistics.depth is None else f"mAP@{statistics.depth}"
+        result[key] = float(np.mean(statistics.precision_sum[valid] / num_relevant[valid]))
     result["num_queries"] = len(num_relevant)
     result["num_queries_without_match"] = len(num_relevant) - num_valid
     return result
@@ -207,37 +141,9 @@ def retrieval_metrics(
     """
     ranked, queries, gallery, ks, keep_mask = _check_inputs(ranked_indices, query_labels, gallery_labels, ks,
                                                             keep_mask, missing_ok)
-    num_queries, depth = ranked.shape
-    first_rank = np.empty(num_queries, dtype=np.int64)
-    average_precision = np.empty(num_queries, dtype=np.float64)
-    if keep_mask is None:
-        num_relevant = LabelGroups(gallery).count(queries)
-    else:
-        num_relevant = (np.equal.outer(queries, gallery) & keep_mask).sum(axis=1)
-    block = max(1, _BLOCK_ELEMENTS // depth)
-    for start in range(0, num_queries, block):
-        rows = slice(start, min(start + block, num_queries))
-        found = ranked[rows] >= 0
-        hits = (gallery[ranked[rows]] == queries[rows, None]) & found
-        if keep_mask is not None:
-            hits &= np.take_along_axis(keep_mask[rows], np.where(found, ranked[rows], 0), axis=1)
-        hit_rows, hit_cols = np.nonzero(hits)
-        hits_per_row = np.bincount(hit_rows, minlength=hits.shape[0])
-        if np.any(hits_per_row > num_relevant[rows]):
-            raise ProdrecError("ranked_indices lists some gallery index more than once in a row; each row must "
-                               "rank distinct gallery items.")
-        first_rank[rows] = np.where(hits_per_row > 0, hits.argmax(axis=1) + 1, NO_MATCH)
-        if compute_map:
-            # np.nonzero walks row-major, so a hit's rank among its row's hits is its
-            # position minus the position of the row's first hit, plus one.
-            row_starts = np.cumsum(hits_per_row) - hits_per_row
-            hit_number = np.arange(len(hit_rows)) - row_starts[hit_rows] + 1
-            average_precision[rows] = np.bincount(
-                hit_rows, weights=hit_number / (hit_cols + 1.0), minlength=hits.shape[0]
-            )
-    map_key = ("mAP" if depth == len(gallery) else f"mAP@{depth}") if compute_map else None
+    statistics = list_statistics(ranked, queries, gallery, compute_map=compute_map, keep_mask=keep_mask)
     reason = "same label and keep_mask true" if keep_mask is not None else "same label"
-    return metric_summary(first_rank, average_precision, num_relevant, ks, map_key, reason)
+    return metric_summary(statistics, ks, compute_map=compute_map, no_match_reason=reason)
 
 
 def similarity_metrics(
@@ -272,7 +178,7 @@ def similarity_metrics(
                            "[query labels, gallery labels].")
     ks = _check_ks(ks)
     statistics = match_statistics(similarity, queries, LabelGroups(gallery), compute_map)
-    return metric_summary(*statistics, ks, "mAP" if compute_map else None, "same label")
+    return metric_summary(statistics, ks, compute_map=compute_map)
 
 
 def _similarity_2d(similarity) -> np.ndarray:

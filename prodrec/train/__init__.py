@@ -7,7 +7,7 @@ from prodrec.train.safety import (RunLock, StopSignals, NonFiniteError, Training
 from prodrec.train.state import (rng_state, set_rng_state, seed_rank, data_order, check_data_order)
 from prodrec.train.distributed import (LaunchEnv, read_launch_env, DistributedContext, init_distributed)
 from prodrec.train.ddp import (EmbedderWithLoss, CrossRankMinedLoss, cross_rank_loss, wrap_for_training, unwrap,
-                               broadcast_buffers, evaluate_sharded)
+                               broadcast_buffers, ShardedSearch, evaluate_sharded)
 from prodrec.train.loop import (resolve_device, build_model, loader_workers, TrainingRun)
 from prodrec.train.run import (train_metric, TrainResult)
 
@@ -16,5 +16,5 @@ __all__ = ["build_optimizer", "build_scheduler", "scale_schedule", "ScheduleLeng
            "remove_checkpoint_temporaries", "RunLock", "StopSignals", "NonFiniteError", "TrainingInterrupted",
            "all_finite", "rng_state", "set_rng_state", "seed_rank", "data_order", "check_data_order", "LaunchEnv",
            "read_launch_env", "DistributedContext", "init_distributed", "EmbedderWithLoss", "CrossRankMinedLoss",
-           "cross_rank_loss", "wrap_for_training", "unwrap", "broadcast_buffers", "evaluate_sharded", "resolve_device",
+           "cross_rank_loss", "wrap_for_training", "unwrap", "broadcast_buffers", "ShardedSearch", "evaluate_sharded", "resolve_device",
            "build_model", "loader_workers", "TrainingRun", "train_metric", "TrainResult"]

@@ -1,27 +1,29 @@
 """The model across processes: DistributedDataParallel over the embedder and its loss (which holds the ArcMargin/FC
 head), optionally with pair/triplet mining over the global batch (pytorch-metric-learning's distributed wrappers),
-and evaluation with each rank embedding a shard. See ``docs/distributed.md``.
+and evaluation with each rank embedding and searching a shard (the one evaluator with a :class:`ShardedSearch`).
+See ``docs/distributed.md``.
 """
 from __future__ import annotations
 
 from typing import Dict, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, DistributedMinerWrapper
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from prodrec.retrieval import classification_accuracy
 from prodrec.data import ImageList
-from prodrec.train.distributed import DistributedContext
-from prodrec.retrieval import evaluate_embeddings, extract_embeddings
 from prodrec.losses import MinedLoss, WeightedLoss
 from prodrec.models import Embedder
+from prodrec.retrieval import (ExactSearch, MatchStatistics, Searcher, classification_accuracy, evaluate_embeddings,
+                               extract_embeddings)
+from prodrec.train.distributed import DistributedContext
 from prodrec.utils import ProdrecError
 
 __all__ = ["EmbedderWithLoss", "CrossRankMinedLoss", "cross_rank_loss", "wrap_for_training", "unwrap",
-           "broadcast_buffers", "evaluate_sharded"]
+           "broadcast_buffers", "ShardedSearch", "evaluate_sharded"]
 
 
 class EmbedderWithLoss(nn.Module):
@@ -130,25 +132,47 @@ def broadcast_buffers(module: nn.Module, ctx: DistributedContext) -> None:
             dist.broadcast(buffer.data, src=0)
 
 
+class ShardedSearch(Searcher):
+    """``searcher`` (default :class:`~prodrec.retrieval.ExactSearch`) over this process's contiguous share of the
+    queries against the whole gallery; every process gets every query's statistics, so the evaluator reports the
+    same metrics on every rank. In one process it is ``searcher`` itself.
+
+    Example:
+        >>> metrics = evaluate_embeddings(queries, query_labels, gallery, gallery_labels,  # doctest: +SKIP
+        ...                               searcher=ShardedSearch(ctx))
+    """
+
+    def __init__(self, ctx: DistributedContext, searcher: Optional[Searcher] = None) -> None:
+        self.ctx, self.searcher = ctx, ExactSearch() if searcher is None else searcher
+
+    def __repr__(self) -> str:
+        return f"ShardedSearch(rank {self.ctx.rank} of {self.ctx.world_size}, {self.searcher!r})"
+
+    def statistics(self, query_features, query_labels, gallery_features, gallery_labels, *, ks, compute_map):
+        part = self.ctx.shard(len(query_labels))
+        mine = self.searcher.statistics(query_features[part.start:part.stop], query_labels[part.start:part.stop],
+                                        gallery_features, gallery_labels, ks=ks, compute_map=compute_map)
+        gathered = (self.ctx.gather_rows(np.ascontiguousarray(getattr(mine, name)), dst=None)
+                    for name in ("first_rank", "precision_sum", "num_relevant"))
+        return MatchStatistics(*gathered, depth=mine.depth)
+
+
 def evaluate_sharded(model: Embedder, query: ImageList, gallery: ImageList, ctx: DistributedContext, *,
                      ks: Sequence[int] = (1, 5), compute_map: bool = True, head: Optional[nn.Module] = None,
                      topk: Sequence[int] = (), batch_size: int = 64, num_workers: int = 0,
                      progress: bool = True) -> Dict[str, float]:
     """Recall@K / mAP of ``model`` (and top-k accuracy of ``head`` on ``query`` for each of ``topk``, as
     ``top<k>``), the same on every rank. Each rank embeds its ``ctx.shard`` of both listings (after taking rank 0's
-    batch-norm statistics), rank 0 searches the gathered features, then broadcasts the metrics.
+    batch-norm statistics); every rank gets all features and searches its share of the queries
+    (:class:`ShardedSearch`) in :func:`~prodrec.retrieval.evaluate_embeddings`, the one evaluator.
     """
     broadcast_buffers(model, ctx)
     options = dict(batch_size=batch_size, num_workers=num_workers, progress=progress)
-    features = {}
-    for name, images in (("query", query), ("gallery", gallery)):
-        features[name] = ctx.gather_rows(extract_embeddings(model, _shard(images, ctx), desc=f"embed {name}",
-                                                            **options))
-    metrics = None
-    if ctx.is_main:
-        metrics = evaluate_embeddings(features["query"], query.labels, features["gallery"], gallery.labels, ks=ks,
-                                      compute_map=compute_map)
-    metrics = ctx.broadcast(metrics)
+    features = {name: ctx.gather_rows(extract_embeddings(model, _shard(images, ctx), desc=f"embed {name}", **options),
+                                      dst=None)
+                for name, images in (("query", query), ("gallery", gallery))}
+    metrics = evaluate_embeddings(features["query"], query.labels, features["gallery"], gallery.labels, ks=ks,
+                                  compute_map=compute_map, searcher=ShardedSearch(ctx))
     if topk:
         mine = _shard(query, ctx)
         found = classification_accuracy(model, head, mine, ks=topk, **options) if len(mine) else {}

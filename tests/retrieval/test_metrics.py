@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prodrec.retrieval import metrics
+from prodrec.retrieval import ranks
 from prodrec.retrieval import rank_by_similarity, retrieval_metrics, similarity_metrics
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "paddleclas" / "retrieval.npz"
@@ -115,7 +115,7 @@ def slow_metrics(ranked, query_labels, gallery_labels, ks, keep_mask):
 @pytest.mark.parametrize("depth", [7, 40])
 @pytest.mark.parametrize("masked", [False, True])
 def test_against_slow_loop(monkeypatch, depth, masked):
-    monkeypatch.setattr(metrics, "_BLOCK_ELEMENTS", 100)  # several query blocks
+    monkeypatch.setattr(ranks, "_BLOCK_ELEMENTS", 100)  # several query blocks
     rng = np.random.default_rng(depth + masked)
     query_labels, gallery_labels = rng.integers(0, 12, 30), rng.integers(0, 10, 40)
     ranked = np.argsort(rng.random((30, 40)), axis=1)[:, :depth]
@@ -183,12 +183,21 @@ def full_ranking_metrics(similarity, query_labels, gallery_labels, ks, compute_m
                              compute_map=compute_map)
 
 
+# How a query's ranks are found: sorting its candidates, counting one pass per match, or each where cheaper.
+PATHS = {"sorted": {}, "counted": {"_MIN_CANDIDATES": 0, "_SORT_COST": 10 ** 9}, "mixed": {"_MIN_CANDIDATES": 4}}
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("compute_map", [True, False])
-def test_similarity_metrics_equal_full_ranking_with_ties(compute_map):
+def test_similarity_metrics_equal_full_ranking_with_ties(monkeypatch, compute_map, dtype, path):
+    for name, value in PATHS[path].items():
+        monkeypatch.setattr(ranks, name, value)
     rng = np.random.default_rng(3)
     for _ in range(40):
         num_queries, num_gallery = rng.integers(1, 25), rng.integers(5, 30)
-        similarity = rng.integers(0, 4, (num_queries, num_gallery)) / 3  # four values: ties everywhere
+        similarity = (rng.integers(-2, 2, (num_queries, num_gallery)) / 3).astype(dtype)  # ties everywhere
+        similarity[similarity == 0] = rng.choice([0.0, -0.0], np.count_nonzero(similarity == 0))  # -0.0 ties 0.0
         query_labels, gallery_labels = rng.integers(0, 7, num_queries), rng.integers(0, 5, num_gallery)
         if not np.isin(query_labels, gallery_labels).any():
             continue

@@ -9,7 +9,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from prodrec.config import HeadConfig
-from prodrec.train import EmbedderWithLoss, broadcast_buffers, cross_rank_loss, unwrap, wrap_for_training
+from prodrec.retrieval import ExactSearch, FaissSearch, evaluate_embeddings, l2_normalize
+from prodrec.train import (EmbedderWithLoss, ShardedSearch, broadcast_buffers, cross_rank_loss, unwrap,
+                           wrap_for_training)
 from prodrec.train import init_distributed
 from prodrec.losses import build_loss
 
@@ -54,12 +56,27 @@ def train_steps(ctx) -> dict:
     return results
 
 
+def search_set():
+    """An odd number of queries (unequal shards), some without a gallery match."""
+    rng = np.random.default_rng(7)
+    return (l2_normalize(rng.normal(size=(41, 8))), rng.integers(0, 14, 41), l2_normalize(rng.normal(size=(50, 8))),
+            rng.integers(0, 12, 50))
+
+
+SEARCHERS = {"exact": lambda: ExactSearch(block_bytes=4 * 50 * 6), "faiss": lambda: FaissSearch("Flat", top_k=20)}
+
+
+def sharded_metrics(ctx) -> dict:
+    return {name: evaluate_embeddings(*search_set(), ks=[1, 5], searcher=ShardedSearch(ctx, make()))
+            for name, make in SEARCHERS.items()}
+
+
 def worker(rank: int, port: int, folder) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     with init_distributed("cpu", timeout=timedelta(seconds=60)) as ctx:
-        torch.save(train_steps(ctx), folder / f"rank{rank}.pt")
+        torch.save({**train_steps(ctx), "search": sharded_metrics(ctx)}, folder / f"rank{rank}.pt")
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +121,22 @@ def test_without_cross_rank_mining_ddp_averages_the_ranks_half_batch_gradients(r
                                        **TOLERANCE)
         # mining within each half gives a different triplet loss: the data tell the two modes apart
         assert abs(run["terms"]["TripletLossV2"] - global_batch["terms"]["TripletLossV2"]) > 1e-3
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS))
+def test_sharded_search_reports_the_one_process_metrics_on_every_rank(ranks, name):
+    expected = evaluate_embeddings(*search_set(), ks=[1, 5], searcher=SEARCHERS[name]())
+    assert expected["num_queries"] == 41 and expected["num_queries_without_match"] > 0
+    for run in ranks:
+        assert run["search"][name] == expected
+
+
+def test_sharded_search_in_one_process_is_its_searcher(no_launch):
+    with init_distributed("cpu") as ctx:
+        for make in SEARCHERS.values():
+            searcher = make()
+            assert evaluate_embeddings(*search_set(), searcher=ShardedSearch(ctx, searcher)) == \
+                evaluate_embeddings(*search_set(), searcher=searcher)
 
 
 def test_single_process_wrap_is_plain_and_cross_rank_falls_back(no_launch):
