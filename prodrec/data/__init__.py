@@ -15,7 +15,7 @@ from prodrec.data.lists import read_folder_splits, read_image_folder, read_image
 from prodrec.data.sampling import EpochBatches, SeededSamples, apply_small_class_policy
 from prodrec.data.synthetic import make_synthetic_inshop
 from prodrec.data.transforms import ImageTransform, eval_transform, train_transform
-from prodrec.utils import ProdrecError
+from prodrec.utils import ProdrecError, Registry
 
 __all__ = [
     "ImageDataset",
@@ -48,8 +48,10 @@ __all__ = [
     "apply_small_class_policy",
 ]
 
-DATASET_READERS = {"inshop": read_inshop, "list": read_list_splits, "folder": read_folder_splits,
-                   "aliproducts": read_aliproducts_splits}
+DATASET_READERS: Registry = Registry("dataset layout", {
+    "inshop": read_inshop, "list": read_list_splits, "folder": read_folder_splits, "aliproducts": read_aliproducts_splits})
+"""``read_splits``'s layouts (``DataLoader.dataset``): name -> ``reader(root, *, confine_to_root)`` returning
+:class:`RetrievalSplits`; ``DATASET_READERS.register(name, reader)`` adds one (``docs/extend.md``)."""
 PathLike = Union[str, os.PathLike]
 
 
@@ -74,8 +76,6 @@ def read_splits(dataset: str, root: Optional[PathLike], *, lists: Optional[Mappi
             outside it.
     """
     reader = DATASET_READERS.get(dataset)
-    if reader is None:
-        raise ProdrecError(f"unknown dataset layout {dataset!r}; choose one of {sorted(DATASET_READERS)}")
     lists, image_roots = dict(lists or {}), dict(image_roots or {})
     if confine_to_root and root is None:
         raise ProdrecError("confine_to_root needs the data root: give root (CLI --data-root)")

@@ -11,10 +11,13 @@ The seed's ``Loss.Train`` list (``- Name: {weight: w, ...params}``) becomes a we
   adds a PML miner, and ``{ClassName: {...}}`` values build PML distances, reducers and
   regularizers, e.g. ``- MultiSimilarityLoss: {weight: 1, miner: {MultiSimilarityMiner: {}}}``.
 
-All losses take ``(embeddings, labels)``; embeddings are the raw neck outputs.
+All losses take ``(embeddings, labels)``; embeddings are the raw neck outputs. :data:`LOSSES` holds the
+names prodrec builds itself (``CELoss``, ``TripletLossV2``); ``LOSSES.register(name, builder)`` adds one
+(``docs/extend.md``), and a name it lacks is looked up among PML's losses.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from typing import Any, Dict, List, Optional, Tuple
@@ -25,7 +28,7 @@ from pytorch_metric_learning import distances, losses, miners, reducers, regular
 from torch import nn
 
 from prodrec.config import HeadConfig
-from prodrec.utils import ProdrecError
+from prodrec.utils import ProdrecError, Registry
 
 __all__ = [
     "ArcMarginLoss",
@@ -35,6 +38,7 @@ __all__ = [
     "triplet_loss_v2",
     "build_loss",
     "build_pml_object",
+    "LOSSES",
 ]
 
 PML_COMPONENT_MODULES = (distances, reducers, regularizers, miners, losses)
@@ -161,7 +165,14 @@ def build_pml_object(spec: Any, where: str) -> Any:
     return spec
 
 
-def _classification_loss(head: Optional[HeadConfig], params: Dict[str, Any], num_classes: int, width: int) -> nn.Module:
+LOSSES: Registry = Registry("loss")
+"""``Loss.Train`` names prodrec builds: name -> ``builder(params, *, head, num_classes, embedding_size, where)``
+returning the loss module (``params``: the entry's keyword arguments without ``weight``)."""
+
+
+@LOSSES.register("CELoss")
+def _classification_loss(params: Dict[str, Any], *, head: Optional[HeadConfig], num_classes: int,
+                         embedding_size: int, where: str) -> nn.Module:
     if head is None:
         raise ProdrecError("Loss CELoss needs a classification head: set Arch.Head (ArcMargin or FC)")
     unknown = set(params) - {"epsilon"}
@@ -169,10 +180,10 @@ def _classification_loss(head: Optional[HeadConfig], params: Dict[str, Any], num
         raise ProdrecError(f"Loss.Train CELoss: unknown parameters {sorted(unknown)}; CELoss takes weight and epsilon")
     smoothing = float(params.get("epsilon") or 0.0)
     if head.name == "FC":
-        return FCClassifierLoss(num_classes, width, label_smoothing=smoothing)
+        return FCClassifierLoss(num_classes, embedding_size, label_smoothing=smoothing)
     return ArcMarginLoss(
         num_classes,
-        width,
+        embedding_size,
         margin=ARCMARGIN_DEFAULTS["margin"] if head.margin is None else head.margin,
         scale=ARCMARGIN_DEFAULTS["scale"] if head.scale is None else head.scale,
         easy_margin=head.easy_margin,
@@ -188,17 +199,27 @@ def _init_takes(cls: type, name: str) -> bool:
     return False
 
 
-def _pml_loss(name: str, params: Dict[str, Any], num_classes: int, width: int, where: str) -> nn.Module:
+@LOSSES.register("TripletLossV2")
+def _triplet_loss_v2(params: Dict[str, Any], *, where: str, **_: Any) -> nn.Module:
+    params = dict(params)
+    unknown = set(params) - {"margin", "normalize_feature", "feature_from"}
+    if unknown or params.pop("feature_from", "features") != "features":
+        raise ProdrecError(f"{where}: unsupported parameters {sorted(unknown) or ['feature_from']}")
+    return triplet_loss_v2(**params)
+
+
+def _pml_loss(name: str, params: Dict[str, Any], *, head: Optional[HeadConfig], num_classes: int,
+              embedding_size: int, where: str) -> nn.Module:
     cls = getattr(losses, name, None)
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         known = sorted(n for n in dir(losses) if n.endswith("Loss") and n != "BaseMetricLossFunction")
-        raise ProdrecError(f"{where}: unknown loss {name!r}; use CELoss, TripletLossV2 or a PML loss: {known}")
+        raise ProdrecError(f"{where}: unknown loss {name!r}; use one of {sorted(LOSSES)} or a PML loss: {known}")
     params = dict(params)
     miner = build_pml_object(params.pop("miner"), f"{where}.miner") if "miner" in params else None
     if miner is not None and not isinstance(miner, miners.BaseMiner):
         raise ProdrecError(f"{where}.miner must be a PML miner by name, e.g. miner: {{BatchHardMiner: {{}}}}")
     kwargs = {key: build_pml_object(value, f"{where}.{key}") for key, value in params.items()}
-    for key, value in (("num_classes", num_classes), ("embedding_size", width)):
+    for key, value in (("num_classes", num_classes), ("embedding_size", embedding_size)):
         if key not in kwargs and _init_takes(cls, key):
             kwargs[key] = value
     try:
@@ -233,15 +254,8 @@ def build_loss(
         weight = params.pop("weight", 1.0)
         if not isinstance(weight, (int, float)) or isinstance(weight, bool):
             raise ProdrecError(f"{where}.weight must be a number, got {weight!r}")
-        if name == "CELoss":
-            term = _classification_loss(head, params, num_classes, embedding_size)
-        elif name == "TripletLossV2":
-            unknown = set(params) - {"margin", "normalize_feature", "feature_from"}
-            if unknown or params.pop("feature_from", "features") != "features":
-                raise ProdrecError(f"{where}: unsupported parameters {sorted(unknown) or ['feature_from']}")
-            term = triplet_loss_v2(**params)
-        else:
-            term = _pml_loss(name, params, num_classes, embedding_size, where)
+        builder = LOSSES[name] if name in LOSSES else functools.partial(_pml_loss, name)
+        term = builder(params, head=head, num_classes=num_classes, embedding_size=embedding_size, where=where)
         key = name if name not in terms else f"{name}_{index}"
         terms[key], weights[key] = term, float(weight)
     return WeightedLoss(terms, weights)

@@ -4,7 +4,7 @@ import torch
 from pytorch_metric_learning import losses as pml_losses
 
 from prodrec.config import HeadConfig
-from prodrec.losses import ArcMarginLoss, FCClassifierLoss, WeightedLoss, build_loss, triplet_loss_v2
+from prodrec.losses import LOSSES, ArcMarginLoss, FCClassifierLoss, WeightedLoss, build_loss, triplet_loss_v2
 
 
 def t(array):
@@ -137,3 +137,37 @@ def test_weighted_loss_checks_shapes():
     loss = WeightedLoss({"t": triplet_loss_v2()}, {"t": 1.0})
     with pytest.raises(ValueError, match=r"embeddings \[N, D\]"):
         loss(torch.randn(4, 8), torch.zeros(3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_registered_loss_builds_and_trains(name):
+    embeddings = torch.randn(8, 16, requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    loss = build_loss([{name: {"weight": 1.0}}], head=HeadConfig(name="ArcMargin", margin=0.15, scale=30.0),
+                      num_classes=4, embedding_size=16)
+    total, terms = loss(embeddings, labels)
+    total.backward()
+    assert list(terms) == [name] and torch.isfinite(total) and embeddings.grad.abs().sum() > 0
+
+
+def test_a_registered_loss_is_built_by_name(monkeypatch):
+    from prodrec.losses import build as build_module
+    from prodrec.utils import Registry
+
+    registry = Registry("loss", LOSSES)  # a copy, so the test leaves prodrec's registry as it was
+    registry.register("CentreDistance", lambda params, *, where, **_: CentreDistance(**params))
+    monkeypatch.setattr(build_module, "LOSSES", registry)
+    loss = build_loss([{"CentreDistance": {"weight": 2.0, "power": 2}}], head=None, num_classes=3, embedding_size=4)
+    monkeypatch.undo()
+    assert isinstance(loss.terms["CentreDistance"], CentreDistance) and loss.weights == {"CentreDistance": 2.0}
+    with pytest.raises(ValueError, match=r"unknown loss 'CentreDistance'; use one of \['CELoss', 'TripletLossV2'\]"):
+        build_loss([{"CentreDistance": {}}], head=None, num_classes=3, embedding_size=4)
+
+
+class CentreDistance(torch.nn.Module):
+    def __init__(self, power: int = 1) -> None:
+        super().__init__()
+        self.power = power
+
+    def forward(self, embeddings, labels):
+        return (embeddings - embeddings.mean(0)).norm(dim=1).pow(self.power).mean()
