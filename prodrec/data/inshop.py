@@ -1,4 +1,5 @@
-"""Reader for DeepFashion In-shop Clothes Retrieval (``Eval/list_eval_partition.txt`` + ``img/``)."""
+"""Readers for DeepFashion In-shop Clothes Retrieval: its splits (``Eval/list_eval_partition.txt`` + ``img/``)
+and its product boxes (``Anno/list_bbox_inshop.txt``)."""
 from __future__ import annotations
 
 import os
@@ -6,11 +7,13 @@ import os
 from prodrec.data.dataset import (ImageList, RetrievalSplits, check_query_gallery, confine_paths, missing_file_problems,
                                   raise_problems, read_lines)
 
-__all__ = ["read_inshop"]
+__all__ = ["read_inshop", "read_inshop_boxes"]
 
 _PARTITION_FILE = os.path.join("Eval", "list_eval_partition.txt")
 _HEADER = ("image_name", "item_id", "evaluation_status")
 _STATUSES = ("train", "query", "gallery")
+_BBOX_FILE = os.path.join("Anno", "list_bbox_inshop.txt")
+_BBOX_HEADER = ("image_name", "clothes_type", "pose_type", "x_1", "y_1", "x_2", "y_2")
 
 
 def read_inshop(root: str | os.PathLike, *, check_files: bool = True, confine_to_root: bool = False) -> RetrievalSplits:
@@ -97,3 +100,44 @@ def read_inshop(root: str | os.PathLike, *, check_files: bool = True, confine_to
                              gallery=listing(rows["gallery"], test_items))
     return check_query_gallery(splits, f"DeepFashion In-shop partition {partition}")
 
+
+def read_inshop_boxes(root: str | os.PathLike) -> dict[str, tuple[int, int, int, int]]:
+    """Boxes of DeepFashion In-shop's ``Anno/list_bbox_inshop.txt`` (also written for synthetic sets).
+
+    Returns:
+        ``{image_name: (x1, y1, x2, y2)}``, keyed by the file's relative image names (``img/...jpg``).
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: The file is malformed (every problem listed with its line).
+    """
+    path = os.path.join(os.path.abspath(os.fspath(root)), _BBOX_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"In-shop box file not found: {path}; pass the folder that holds Anno/ as root")
+    lines = read_lines(path)
+    problems, boxes, first_line = [], {}, {}
+    if not lines or not lines[0].strip().isdigit():
+        problems.append(f"{path}:1: expected the number of images, got {lines[0] if lines else ''!r}")
+    if len(lines) < 2 or tuple(lines[1].split()) != _BBOX_HEADER:
+        problems.append(f"{path}:2: expected the header {' '.join(_BBOX_HEADER)!r}, got "
+                        f"{lines[1] if len(lines) > 1 else ''!r}")
+    for number, line in enumerate(lines[2:], start=3):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != len(_BBOX_HEADER) or not all(f.isdigit() for f in fields[3:]):
+            problems.append(f"{path}:{number}: expected 'image_name clothes_type pose_type x_1 y_1 x_2 y_2' with "
+                            f"integer coordinates, got {line.strip()!r}")
+            continue
+        x1, y1, x2, y2 = (int(f) for f in fields[3:])
+        if x2 <= x1 or y2 <= y1:
+            problems.append(f"{path}:{number}: empty box {(x1, y1, x2, y2)} (needs x_1 < x_2 and y_1 < y_2)")
+        elif fields[0] in first_line:
+            problems.append(f"{path}:{number}: duplicate image {fields[0]} (first listed on line {first_line[fields[0]]})")
+        else:
+            first_line[fields[0]] = number
+            boxes[fields[0]] = (x1, y1, x2, y2)
+    if lines and lines[0].strip().isdigit() and int(lines[0]) != len(boxes) and not problems:
+        problems.append(f"{path}:1: says {int(lines[0])} images but the file lists {len(boxes)}")
+    raise_problems(problems, f"invalid In-shop box file {path}")
+    return boxes

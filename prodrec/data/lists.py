@@ -1,10 +1,11 @@
-"""Readers for ``path label`` lists (PaddleClas ``cls_label_path``) and ``root/<class>/<image>`` folders."""
+"""Readers for ``path label`` lists (PaddleClas ``cls_label_path``, gallery lists with product names) and
+``root/<class>/<image>`` folders; :func:`parse_list` is the one list reader under them."""
 from __future__ import annotations
 
 import itertools
 import os
 from array import array
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -15,7 +16,8 @@ from prodrec.data.decode import printable_path
 from prodrec.data.packed_paths import PackedPaths, PathPacker
 from prodrec.utils import ProdrecError
 
-__all__ = ["IMAGE_EXTENSIONS", "read_image_list", "read_image_folder", "read_list_splits", "read_folder_splits",
+__all__ = ["IMAGE_EXTENSIONS", "read_image_list", "read_gallery_list", "read_image_folder", "read_list_splits",
+           "read_folder_splits",
            "duplicate_paths", "existing_paths", "pack_block", "parse_list"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -129,24 +131,32 @@ def read_folder_splits(root: str | os.PathLike, *, check_files: bool = True,
     return check_query_gallery(splits, f"image folders under {root}")
 
 
-def parse_list(list_path: str, root: str, check_files: bool,
-                confine_to: str | None) -> tuple[PackedPaths, np.ndarray, list[str]]:
-    """Absolute paths (packed), int64 labels and the problems found in one list file (read a line at a time)."""
+def parse_list(list_path: str, root: str, check_files: bool, confine_to: str | None, *,
+               entry: Optional[Callable[[str, bool], tuple[str, Any]]] = None) -> tuple[PackedPaths, Any, list[str]]:
+    """Absolute paths (packed), labels and the problems found in one list file (read a line at a time): the one
+    reader of ``path label``-style lists (blank lines, UTF-8, tabs, duplicates, confinement, missing images).
+
+    ``entry(stripped line, has a tab)`` returns a line's image name and value, or raises ValueError saying
+    what is wrong; the default reads ``path label`` with an integer item id (labels as int64), another
+    keeps its values in a list (:func:`read_gallery_list`'s ``(label, product name)``).
+    """
+    items = entry is None
+    entry = entry or _entry
     packer, hashes = PathPacker(), array("q")  # the paths read and the hash of each as read (relative or whole)
     block, whole = [], False  # the paths being read, relative to root; whole (and ``whole`` set) if outside it
-    labels, numbers = array("q"), array("q")  # label and line number of each path
+    labels, numbers = array("q") if items else [], array("q")  # label and line number of each path
     problems: list[tuple[int, str]] = []  # (line, problem), sorted by line at the end
     prefix = os.path.join(root, "")
     for number, line in enumerate(_stream_lines(list_path), start=1):
         text = line.strip()
-        fields = text.rsplit(maxsplit=1)
+        fields = text.rsplit(maxsplit=1) if items else ()
         if len(fields) == 2 and fields[1].isdecimal() and len(fields[1]) < 19 and "\t" not in line:
             name, value = fields[0], int(fields[1])  # the common case inline: what _entry makes of it
         elif not text:
             continue
         else:
             try:
-                name, value = _entry(text, "\t" in line)
+                name, value = entry(text, "\t" in line)
             except ValueError as error:
                 problems.append((number, f"{list_path}:{number}: {error}"))
                 continue
@@ -164,12 +174,13 @@ def parse_list(list_path: str, root: str, check_files: bool,
             whole = False
     pack_block(block, packer, hashes, prefix, whole=whole)
     paths = packer.packed()
-    labels, numbers = np.frombuffer(labels, np.int64), np.frombuffer(numbers, np.int64)
+    numbers = np.frombuffer(numbers, np.int64)
+    labels = np.frombuffer(labels, np.int64).copy() if items else labels
     repeated = duplicate_paths(paths, np.frombuffer(hashes, np.int64))
     if repeated:
         lines = numbers.tolist()
         wanted = {lines[position] for position, _ in repeated}
-        names = {number: _entry(line.strip(), "\t" in line)[0]  # the duplicates' names as written
+        names = {number: entry(line.strip(), "\t" in line)[0]  # the duplicates' names as written
                  for number, line in enumerate(_stream_lines(list_path), start=1) if number in wanted}
         problems.extend((lines[position], f"{list_path}:{lines[position]}: duplicate image {names[lines[position]]} "
                                           f"(first listed on line {lines[first]})") for position, first in repeated)
@@ -177,7 +188,8 @@ def parse_list(list_path: str, root: str, check_files: bool,
         keep = np.ones(len(paths), dtype=bool)
         keep[[position for position, _ in repeated]] = False
         paths = PackedPaths(itertools.compress(paths, keep.tolist()))
-        labels, numbers = labels[keep], numbers[keep]
+        labels = labels[keep] if items else list(itertools.compress(labels, keep.tolist()))
+        numbers = numbers[keep]
     found = [problem for _, problem in problems]
     if not paths and not found:
         found.append(f"{list_path}: no images listed")
@@ -188,7 +200,35 @@ def parse_list(list_path: str, root: str, check_files: bool,
         if check_files:
             found.extend(missing_file_problems(located, root, "paths are relative to the image root "
                                                                "(the list's folder unless image_root is set)"))
-    return paths, labels.copy(), found
+    return paths, labels, found
+
+
+def read_gallery_list(list_path: str | os.PathLike, *, image_root: str | os.PathLike | None = None,
+                      check_files: bool = True) -> list[tuple[str, str, Optional[str]]]:
+    """Read ``path label [product name]`` lines into ``(absolute path, label, name or None)`` tuples.
+
+    Fields are separated by whitespace, and the product name is the rest of the line (it may contain spaces).
+    A line with a tab is split at tabs instead (PP-ShiTu's gallery lists), so paths may contain spaces there.
+    Labels are any text. Blank lines are skipped; every problem (a missing field, a duplicate or missing
+    image) is reported at once, as :func:`read_image_list` does.
+
+    Args:
+        list_path: The list file.
+        image_root: Folder the paths are relative to; defaults to the list's folder.
+        check_files: Also check that every listed image exists.
+    """
+    list_path = existing_paths([list_path], "gallery list")[0]
+    root = os.path.dirname(list_path) if image_root is None else os.path.abspath(os.fspath(image_root))
+    paths, entries, problems = parse_list(list_path, root, check_files, None, entry=_gallery_entry)
+    raise_problems(problems, f"invalid gallery list {list_path}")
+    return [(path, label, name) for path, (label, name) in zip(paths, entries)]
+
+
+def _gallery_entry(text: str, tabbed: bool) -> tuple[str, tuple[str, Optional[str]]]:
+    fields = [field.strip() for field in text.split("\t")] if tabbed else text.split(maxsplit=2)
+    if len(fields) < 2 or not all(fields[:2]) or len(fields) > 3:
+        raise ProdrecError(f"expected 'path label [product name]', got {text!r}")
+    return fields[0], (fields[1], (fields[2].strip() or None) if len(fields) == 3 else None)
 
 
 def _entry(text: str, tabbed: bool) -> tuple[str, int]:

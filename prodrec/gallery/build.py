@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from prodrec.data import ImageList, raise_problems, read_image_folder, read_lines
+from prodrec.data import ImageList, raise_problems, read_gallery_list, read_image_folder
 from prodrec.gallery.index import GalleryIndex
 from prodrec.models import ImageEmbedder
 from prodrec.retrieval import extract_embeddings
@@ -27,45 +27,6 @@ AnyEmbedder = ImageEmbedder
 :class:`~prodrec.models.ExportedEmbedder`, or another implementation of the contract."""
 GalleryImages = Union[ImageList, str, os.PathLike, Sequence[Tuple[str, ...]]]
 """An ImageList, a ``root/<label>/<image>`` folder, or ``(path, label[, product name])`` tuples."""
-
-
-def read_gallery_list(list_path: Union[str, os.PathLike], *, image_root: Union[str, os.PathLike, None] = None,
-                      check_files: bool = True) -> List[Tuple[str, str, Optional[str]]]:
-    """Read ``path label [product name]`` lines into ``(absolute path, label, name or None)`` tuples.
-
-    Fields are separated by whitespace, and the product name is the rest of the line (it may contain spaces).
-    A line with a tab is split at tabs instead (PP-ShiTu's gallery lists), so paths may contain spaces there.
-    Blank lines are skipped. Every problem (missing field, duplicate or missing image) is reported at once.
-
-    Args:
-        list_path: The list file.
-        image_root: Folder the paths are relative to; defaults to the list's folder.
-        check_files: Also check that every listed image exists.
-    """
-    list_path = os.path.abspath(os.fspath(list_path))
-    if not os.path.isfile(list_path):
-        raise FileNotFoundError(f"gallery list not found: {list_path}")
-    root = os.path.dirname(list_path) if image_root is None else os.path.abspath(os.fspath(image_root))
-    items, problems, first_line = [], [], {}
-    for number, line in enumerate(read_lines(list_path), start=1):
-        if not line.strip():
-            continue
-        fields = [f.strip() for f in line.strip().split("\t")] if "\t" in line else line.split(maxsplit=2)
-        if len(fields) < 2 or not all(fields[:2]) or len(fields) > 3:
-            problems.append(f"{list_path}:{number}: expected 'path label [product name]', got {line.strip()!r}")
-            continue
-        path = os.path.join(root, fields[0])
-        if path in first_line:
-            problems.append(f"{list_path}:{number}: duplicate image {fields[0]} (first on line {first_line[path]})")
-            continue
-        first_line[path] = number
-        if check_files and not os.path.isfile(path):
-            problems.append(f"{list_path}:{number}: image not found: {path}")
-        items.append((path, fields[1], (fields[2].strip() or None) if len(fields) == 3 else None))
-    if not items and not problems:
-        problems.append(f"{list_path}: no images listed")
-    raise_problems(problems, f"invalid gallery list {list_path}")
-    return items
 
 
 def embedder_info(embedder: AnyEmbedder) -> Dict[str, Any]:

@@ -46,7 +46,7 @@ def test_read_gallery_list_reports_every_problem(tmp_path):
     message = str(caught.value)
     assert "4 problem(s)" in message
     for expected in ("gallery.txt:2: expected 'path label [product name]'", "gallery.txt:3: image not found",
-                     "gallery.txt:4: duplicate image a.jpg (first on line 1)", "gallery.txt:5: expected"):
+                     "gallery.txt:4: duplicate image a.jpg (first listed on line 1)", "gallery.txt:5: expected"):
         assert expected in message
     with pytest.raises(FileNotFoundError, match="gallery list not found"):
         read_gallery_list(tmp_path / "nope.txt")

@@ -141,6 +141,6 @@ def test_read_inshop_boxes_reports_every_problem(tmp_path):
     message = str(caught.value)
     assert "5 problem(s)" in message and ":1: expected the number of images" in message
     assert ":2: expected the header" in message and ":4: empty box (9, 9, 3, 30)" in message
-    assert ":5: duplicate image img/a.jpg (first on line 3)" in message and ":6: expected" in message
+    assert ":5: duplicate image img/a.jpg (first listed on line 3)" in message and ":6: expected" in message
     with pytest.raises(FileNotFoundError, match="In-shop box file not found"):
         read_inshop_boxes(tmp_path / "nothing")
