@@ -11,7 +11,7 @@ without mAP) can come before a match, and those few candidates are sorted. A que
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -73,12 +73,6 @@ class MatchStatistics:
     precision_sum: np.ndarray
     num_relevant: np.ndarray
     depth: Optional[int] = None
-
-    @classmethod
-    def concatenate(cls, parts: Sequence["MatchStatistics"]) -> "MatchStatistics":
-        assert len({part.depth for part in parts}) == 1, "statistics of differently deep rankings"
-        return cls(*(np.concatenate([getattr(part, name) for part in parts])
-                     for name in ("first_rank", "precision_sum", "num_relevant")), parts[0].depth)
 
 
 def match_statistics(similarity: np.ndarray, query_labels: np.ndarray, groups: LabelGroups,
