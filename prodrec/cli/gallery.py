@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Dict
 from prodrec.utils import ProdrecError, atomic_write
@@ -29,7 +30,8 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
     _add_image_args(build)
     build.add_argument("--type", default="Flat", help="Flat (exact, default), HNSW32, IVF{n},Flat or IVF{n},PQ{m}")
     build.add_argument("--metric", choices=["ip", "l2"], default="ip", help="ip: cosine similarity (default)")
-    build.add_argument("--output", required=True, help="gallery folder to write")
+    build.add_argument("--output", required=True, help="gallery folder to write (a new one, or with --force)")
+    build.add_argument("--force", action="store_true", help="replace the gallery already in --output")
     build.add_argument("--no-features", action="store_true", help="do not keep features (rebuild impossible)")
     build.add_argument("--nprobe", type=int, help="IVF lists searched per query (faiss default 1)")
     build.add_argument("--ef-search", type=int, help="HNSW search depth (faiss default 16)")
@@ -38,6 +40,7 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
     add.add_argument("--index", required=True, help="gallery folder")
     add.add_argument("--checkpoint", help=f"model or its export (default: the gallery's {MODEL_FILE})")
     _add_image_args(add)
+    _add_wait_arg(add)
 
     remove = actions.add_parser("remove", help="remove images by id or all images of products")
     remove.add_argument("--index", required=True, help="gallery folder")
@@ -45,6 +48,7 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
     which.add_argument("--id", dest="ids", type=int, nargs="+", help="image ids")
     which.add_argument("--label", dest="labels", nargs="+", help="product labels")
     remove.add_argument("--rebuild", action="store_true", help="rebuild from kept features (needed for HNSW)")
+    _add_wait_arg(remove)
 
     info = actions.add_parser("info", help="describe a gallery")
     info.add_argument("--index", required=True, help="gallery folder")
@@ -75,6 +79,18 @@ def _add_image_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_wait_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-wait", action="store_true",
+                        help="refuse, instead of waiting, while another process writes the gallery")
+
+
+def _waiting(folder: str) -> Callable[[str], None]:
+    def say(owner: str) -> None:
+        print(f"prodrec: waiting for process {owner}, which is writing the gallery {folder}", file=sys.stderr,
+              flush=True)
+    return say
+
+
 def _index(args: argparse.Namespace) -> int:
     return {"build": _build, "add": _add, "remove": _remove, "info": _info}[args.index_command](args)
 
@@ -102,8 +118,14 @@ def _images(args: argparse.Namespace):
 
 def _build(args: argparse.Namespace) -> int:
     from prodrec.models import ExportedEmbedder
-    from prodrec.gallery import build_gallery
+    from prodrec.gallery import GalleryFolder, build_gallery
 
+    folder = GalleryFolder(args.output)
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise ProdrecError(f"--output {args.output} is a file; give a folder for the gallery")
+    if folder.exists() and not args.force:
+        raise ProdrecError(f"{args.output} already holds a gallery; add images to it with `prodrec index add --index "
+                           f"{args.output}`, replace it with --force, or choose another --output folder")
     model = _load_model(args.checkpoint, args.device)
     if isinstance(model, ExportedEmbedder):
         raise ProdrecError(f"{args.checkpoint} is an exported model, but the gallery folder keeps the PyTorch model "
@@ -114,20 +136,25 @@ def _build(args: argparse.Namespace) -> int:
         gallery.nprobe = args.nprobe
     if args.ef_search is not None:
         gallery.ef_search = args.ef_search
-    output = gallery.save(args.output)
-    atomic_write(output / MODEL_FILE, model.save)
-    print(f"indexed {len(gallery)} images of {len(set(gallery.labels))} products ({gallery.index_type}) in {output}")
+    with folder.writing(on_wait=_waiting(args.output)):
+        if folder.exists() and not args.force:  # another build got there first
+            raise ProdrecError(f"{args.output} now holds a gallery another process built; rerun with --force to "
+                               "replace it")
+        folder.save(gallery)
+        atomic_write(folder.directory / MODEL_FILE, model.save)
+    print(f"indexed {len(gallery)} images of {len(set(gallery.labels))} products ({gallery.index_type}) in "
+          f"{args.output}")
     return 0
 
 
 def _add(args: argparse.Namespace) -> int:
-    from prodrec.gallery import add_images
-    from prodrec.gallery import GalleryIndex
+    from prodrec.gallery import GalleryIndex, add_embedded, check_embedder, embed_images
 
-    gallery = GalleryIndex.load(args.index)
     model = _load_model(args.checkpoint or os.path.join(args.index, MODEL_FILE), args.device)
-    ids = add_images(gallery, model, _images(args), batch_size=args.batch_size, progress=not args.quiet)
-    gallery.save(args.index)
+    check_embedder(GalleryIndex.load(args.index), model)  # before embedding: the wrong model fails at once
+    embedded = embed_images(model, _images(args), batch_size=args.batch_size, progress=not args.quiet)
+    with GalleryIndex.update(args.index, wait=not args.no_wait, on_wait=_waiting(args.index)) as gallery:
+        ids = add_embedded(gallery, embedded)
     print(f"added {len(ids)} images (ids {ids[0]}..{ids[-1]}); the gallery holds {len(gallery)}")
     return 0
 
@@ -135,19 +162,19 @@ def _add(args: argparse.Namespace) -> int:
 def _remove(args: argparse.Namespace) -> int:
     from prodrec.gallery import GalleryIndex
 
-    gallery = GalleryIndex.load(args.index)
-    removed = gallery.remove(ids=args.ids, label=args.labels, rebuild=args.rebuild)
-    gallery.save(args.index)
+    with GalleryIndex.update(args.index, wait=not args.no_wait, on_wait=_waiting(args.index)) as gallery:
+        removed = gallery.remove(ids=args.ids, label=args.labels, rebuild=args.rebuild)
     print(f"removed {removed} images; the gallery holds {len(gallery)}")
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
-    from prodrec.gallery import GalleryIndex
+    from prodrec.gallery import GalleryFolder, GalleryIndex
 
     gallery = GalleryIndex.load(args.index)
-    files = {name: os.path.getsize(Path(args.index, name)) for name in ("index.faiss", "meta.npz")}
-    info = {"folder": str(args.index), "index_type": gallery.index_type, "metric": gallery.metric,
+    folder = GalleryFolder(args.index)
+    files = {name: os.path.getsize(folder.current_folder() / name) for name in ("index.faiss", "meta.npz")}
+    info = {"folder": str(args.index), "generation": folder.generation(), "index_type": gallery.index_type, "metric": gallery.metric,
             "dim": gallery.dim, "images": len(gallery), "products": len(set(gallery.labels)),
             "nprobe": gallery.nprobe, "ef_search": gallery.ef_search, "features_kept": gallery.keep_features,
             "file_bytes": files, "bytes_per_image": round(sum(files.values()) / max(len(gallery), 1)),

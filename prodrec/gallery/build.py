@@ -9,6 +9,7 @@ by another one, whose features would not be comparable. An exported model
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -19,8 +20,8 @@ from prodrec.models import ImageEmbedder
 from prodrec.retrieval import extract_embeddings
 from prodrec.utils import ProdrecError, ProdrecTypeError
 
-__all__ = ["AnyEmbedder", "GalleryImages", "read_gallery_list", "embedder_info", "check_embedder", "add_images",
-           "build_gallery"]
+__all__ = ["AnyEmbedder", "GalleryImages", "read_gallery_list", "embedder_info", "check_embedder", "EmbeddedImages",
+           "embed_images", "add_embedded", "add_images", "build_gallery"]
 
 AnyEmbedder = ImageEmbedder
 """Any :class:`~prodrec.models.ImageEmbedder`: an :class:`~prodrec.models.Embedder`, an
@@ -44,29 +45,62 @@ def check_embedder(gallery: GalleryIndex, embedder: AnyEmbedder) -> Dict[str, An
     Raises:
         ValueError: Another embedding size, or another model than the one recorded in the gallery.
     """
-    if embedder.embedding_size != gallery.dim:
-        raise ProdrecError(f"the model makes {embedder.embedding_size}-d features but the gallery holds "
-                           f"{gallery.dim}-d ones; use the model the gallery was built with")
     info = embedder_info(embedder)
+    _check_info(gallery, info, embedder.embedding_size)
+    return info
+
+
+def _check_info(gallery: GalleryIndex, info: Dict[str, Any], embedding_size: int) -> None:
+    if embedding_size != gallery.dim:
+        raise ProdrecError(f"the model makes {embedding_size}-d features but the gallery holds "
+                           f"{gallery.dim}-d ones; use the model the gallery was built with")
     recorded = gallery.embedder_info
     if recorded is not None and recorded != info:
         differ = sorted(key for key in info if recorded.get(key) != info[key])
         raise ProdrecError(f"the gallery was built with another model (differs in {', '.join(differ)}): its "
                            "features are not comparable with this model's. Use the gallery's model, or rebuild "
                            "the gallery with this one")
-    return info
+
+
+@dataclass(frozen=True)
+class EmbeddedImages:
+    """Gallery images embedded and ready to add: L2-normalised ``features`` ``[N, D]``, each image's label,
+    product name (or None) and path, and what embedded them (:func:`embedder_info`)."""
+
+    features: np.ndarray
+    labels: List[str]
+    names: Optional[List[Optional[str]]]
+    paths: List[str]
+    embedder_info: Dict[str, Any]
+
+
+def embed_images(embedder: AnyEmbedder, images: GalleryImages, *, batch_size: int = 64, num_workers: int = 0,
+                 progress: bool = True) -> EmbeddedImages:
+    """Embed gallery images (:data:`GalleryImages`) with ``embedder`` on its device, to add them later, e.g.
+    inside :meth:`GalleryIndex.update <prodrec.gallery.GalleryIndex.update>` so the write lock is held only
+    while adding."""
+    info = embedder_info(embedder)
+    features, metadata = _embed(embedder, images, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    return EmbeddedImages(features, metadata["labels"], metadata["names"], metadata["paths"], info)
+
+
+def add_embedded(gallery: GalleryIndex, embedded: EmbeddedImages) -> np.ndarray:
+    """Add :func:`embed_images`'s result to ``gallery`` (its model checked as :func:`check_embedder` does);
+    returns the new ids."""
+    _check_info(gallery, embedded.embedder_info, embedded.features.shape[1])
+    ids = gallery.add(embedded.features, embedded.labels, names=embedded.names, paths=embedded.paths)
+    if len(gallery) == len(ids):
+        gallery.embedder_info = embedded.embedder_info
+    return ids
 
 
 def add_images(gallery: GalleryIndex, embedder: AnyEmbedder, images: GalleryImages, *, batch_size: int = 64,
                num_workers: int = 0, progress: bool = True) -> np.ndarray:
     """Embed gallery images with ``embedder`` (checked by :func:`check_embedder`; on its device) and add
     them; returns their ids."""
-    info = check_embedder(gallery, embedder)
-    features, metadata = _embed(embedder, images, batch_size=batch_size, num_workers=num_workers, progress=progress)
-    ids = gallery.add(features, **metadata)
-    if len(gallery) == len(ids):
-        gallery.embedder_info = info
-    return ids
+    check_embedder(gallery, embedder)
+    return add_embedded(gallery, embed_images(embedder, images, batch_size=batch_size, num_workers=num_workers,
+                                              progress=progress))
 
 
 def build_gallery(embedder: AnyEmbedder, images: GalleryImages, *, index_type: str = "Flat", metric: str = "ip",

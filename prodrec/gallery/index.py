@@ -8,17 +8,18 @@ building from images: :mod:`prodrec.gallery.build`.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
 from prodrec.retrieval import METRICS, check_index_type, faiss_message, new_faiss_index, search_knob
 from prodrec.retrieval import rerank_gallery
-from prodrec.gallery.store import load_gallery, save_gallery
+from prodrec.gallery.folder import GalleryFolder
 from prodrec.retrieval import import_faiss, use_faiss_gpu, l2_normalize
-from prodrec.utils import ProdrecError, check_positive_int
+from prodrec.utils import ProdrecError, ProdrecRuntimeError, check_positive_int
 
 
 __all__ = ["GalleryIndex", "SearchResult"]
@@ -73,14 +74,38 @@ class GalleryIndex:
         self._next_id = 0
         self._gpu = None
 
-    def save(self, directory: Union[str, os.PathLike]) -> Path:
-        """Write the gallery into a folder (format and checks: :mod:`prodrec.gallery.store`)."""
-        return save_gallery(self, directory)
+    def save(self, directory: Union[str, os.PathLike], *, wait: bool = True) -> Path:
+        """Write the gallery into a folder as its new current generation (:mod:`prodrec.gallery.folder`;
+        file format: :mod:`prodrec.gallery.store`), waiting for (``wait=False``: refusing) another writer.
+        A failed write leaves the folder's gallery as it was. Returns the gallery folder."""
+        folder = GalleryFolder(directory)
+        with folder.writing(wait=wait):
+            folder.save(self)
+        return folder.directory
 
     @classmethod
     def load(cls, directory: Union[str, os.PathLike]) -> "GalleryIndex":
-        """Read a folder written by :meth:`save`, after checking its format, version and checksums."""
-        return load_gallery(directory, cls)
+        """Read a folder's current generation, after checking its format, version and checksums."""
+        return GalleryFolder(directory).load(cls)
+
+    @classmethod
+    @contextmanager
+    def update(cls, directory: Union[str, os.PathLike], *, wait: bool = True,
+               on_wait: Optional[Callable[[str], None]] = None) -> Iterator["GalleryIndex"]:
+        """Change a saved gallery, one writer at a time: hold its write lock, load its current generation,
+        let the ``with`` block change it, and save it as the next generation (nothing is saved if the
+        block raises). Another writer waits meanwhile (``on_wait(its pid)`` is called once) or, with
+        ``wait=False``, is refused.
+
+        Example:
+            >>> with GalleryIndex.update("shop-gallery") as gallery:  # doctest: +SKIP
+            ...     gallery.remove(label="discontinued-sku")
+        """
+        folder = GalleryFolder(directory)
+        with folder.writing(wait=wait, on_wait=on_wait):
+            gallery = folder.load(cls)
+            yield gallery
+            folder.save(gallery)
 
     def __len__(self) -> int:
         return len(self._columns["ids"])
@@ -176,7 +201,9 @@ class GalleryIndex:
             raise ProdrecError(f"a {self.index_type} index cannot remove vectors in place (faiss: "
                                f"{faiss_message(error)}); call remove(..., rebuild=True), which rebuilds it "
                                "from the kept features, or rebuild the gallery from its images") from error
-        assert removed == where.sum(), (removed, where.sum())
+        if removed != where.sum():
+            raise ProdrecRuntimeError(f"the faiss index removed {removed} of the {int(where.sum())} images its metadata "
+                                      "lists: index and metadata disagree; rebuild the gallery")
         self._columns = {key: column[~where] for key, column in self._columns.items()}
         self._gpu = None
         return int(removed)
@@ -233,7 +260,9 @@ class GalleryIndex:
         found = ids >= 0
         scores[~found] = -np.inf if self.metric == "ip" else np.inf
         rows = np.searchsorted(self.ids, ids[found])
-        assert np.array_equal(self.ids[rows], ids[found]), "faiss returned an id the metadata does not hold"
+        if not np.array_equal(self.ids[np.minimum(rows, len(self) - 1)], ids[found]):
+            raise ProdrecRuntimeError("the faiss index returned image ids its metadata does not hold: index and "
+                                      "metadata disagree; rebuild the gallery")
         labels, names = np.full(ids.shape, None, dtype=object), np.full(ids.shape, None, dtype=object)
         labels[found], names[found] = self.labels[rows], self.names[rows]
         return SearchResult(scores=scores, ids=np.where(found, ids, -1), labels=labels, names=names)

@@ -1,4 +1,5 @@
-"""The on-disk format of a :class:`~prodrec.gallery.GalleryIndex`: a folder of three files.
+"""The on-disk format of one saved generation of a :class:`~prodrec.gallery.GalleryIndex`: a folder of three
+files (:mod:`prodrec.gallery.folder` keeps the generations).
 
 - ``index.faiss``: the faiss index (``faiss.write_index``; IVF ``nprobe`` / HNSW ``efSearch`` included).
 - ``meta.npz``: ``ids`` (int64), ``labels``, ``names``, ``paths`` (unicode; ``""`` = none) and, when kept,
@@ -7,14 +8,15 @@
   ``next_id``, ``keep_features``, ``embedder`` (backbone, embedding size, preprocessing, weights hash, or
   null) and ``files``: the sha256 and size of the two other files.
 
-Each file is written to a temporary name and renamed; ``meta.json`` goes last, so a save cut short leaves a
-folder whose checksums do not match, which :func:`load_gallery` refuses. Loading checks format, version and
-checksums before faiss reads a byte, then that dimension, metric and count agree across the three files.
+Each file is written to a temporary name, fsynced and renamed; ``meta.json`` goes last. Loading checks format,
+version and checksums before faiss reads a byte, then that dimension, metric, count and ids agree across the
+three files; anything else is a :class:`~prodrec.utils.ProdrecError` saying what to do.
 """
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Union
 
@@ -24,16 +26,21 @@ from prodrec import __version__
 from prodrec.retrieval import METRICS, check_index_type, import_faiss
 from prodrec.utils import ProdrecError, atomic_write, file_sha256
 
-__all__ = ["GALLERY_FORMAT", "GALLERY_VERSION", "save_gallery", "load_gallery"]
+__all__ = ["GALLERY_FORMAT", "GALLERY_VERSION", "GALLERY_FILES", "write_generation", "read_generation"]
 
 GALLERY_FORMAT = "prodrec.gallery"
 GALLERY_VERSION = 1
 _INDEX_FILE, _ARRAYS_FILE, _META_FILE = "index.faiss", "meta.npz", "meta.json"
+GALLERY_FILES = (_INDEX_FILE, _ARRAYS_FILE, _META_FILE)  # in the order they are written
 _ARRAYS = ("ids", "labels", "names", "paths")
+_RECOVERY = ("rebuild it (prodrec index build --force) or make the previous generation current (write its "
+             "folder's name, gen-NNNNNN, into the gallery's CURRENT file)")
 
 
-def save_gallery(gallery: Any, directory: Union[str, os.PathLike]) -> Path:
-    """Write ``gallery`` into ``directory`` (created if needed; the three files replaced atomically)."""
+def write_generation(gallery: Any, directory: Union[str, os.PathLike]) -> Path:
+    """Write ``gallery``'s three files into ``directory`` (created if needed; each written atomically). OSError
+    (disk full, file-size limit) when a write fails; faiss's index is serialised here and written by Python,
+    so its failures carry their errno too."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     arrays = {"ids": gallery.ids, "labels": _unicode(gallery.labels), "names": _unicode(gallery.names),
@@ -42,7 +49,8 @@ def save_gallery(gallery: Any, directory: Union[str, os.PathLike]) -> Path:
         arrays["features"] = gallery.features
     faiss = import_faiss()
     files = {
-        _INDEX_FILE: _write_atomic(directory / _INDEX_FILE, lambda path: faiss.write_index(gallery._index, str(path))),
+        _INDEX_FILE: _write_atomic(directory / _INDEX_FILE,
+                                   lambda path: path.write_bytes(faiss.serialize_index(gallery._index).tobytes())),
         _ARRAYS_FILE: _write_atomic(directory / _ARRAYS_FILE, lambda path: _savez(path, arrays)),
     }
     meta = {"format": GALLERY_FORMAT, "version": GALLERY_VERSION, "prodrec_version": __version__,
@@ -54,8 +62,8 @@ def save_gallery(gallery: Any, directory: Union[str, os.PathLike]) -> Path:
     return directory
 
 
-def load_gallery(directory: Union[str, os.PathLike], gallery_class: Callable[..., Any]) -> Any:
-    """Read a gallery written by :func:`save_gallery` into a new ``gallery_class`` (GalleryIndex), checking it first.
+def read_generation(directory: Union[str, os.PathLike], gallery_class: Callable[..., Any]) -> Any:
+    """Read a gallery written by :func:`write_generation` into a new ``gallery_class`` (GalleryIndex), checking it first.
 
     Raises:
         FileNotFoundError: The folder or one of its three files is missing.
@@ -72,14 +80,26 @@ def load_gallery(directory: Union[str, os.PathLike], gallery_class: Callable[...
         _verify_file(directory / name, meta["files"][name], meta_path)
     gallery = gallery_class(meta["dim"], index_type=meta["index_type"], metric=meta["metric"],
                            keep_features=meta["keep_features"])
-    index = import_faiss().read_index(str(directory / _INDEX_FILE))
+    try:
+        index = import_faiss().read_index(str(directory / _INDEX_FILE))
+    except RuntimeError as error:  # faiss's reader raises RuntimeError on bytes it cannot parse
+        raise ProdrecError(f"{directory / _INDEX_FILE} is not a faiss index that this faiss reads ({str(error)[:200]}); "
+                           f"{_RECOVERY}") from None
     if index.d != meta["dim"] or index.ntotal != meta["count"] or not _same_kind(index, gallery._index):
         raise ProdrecError(f"{directory / _INDEX_FILE} holds {index.ntotal} vectors of dimension {index.d} in an "
                            f"{_describe(index)}, but {meta_path} says {meta['count']} of dimension {meta['dim']} in "
                            f"a {meta['index_type']} ({_describe(gallery._index)}); the gallery folder is inconsistent")
-    with np.load(directory / _ARRAYS_FILE, allow_pickle=False) as stored:
-        arrays = {key: stored[key] for key in stored.files}
+    try:
+        with np.load(directory / _ARRAYS_FILE, allow_pickle=False) as stored:
+            arrays = {key: stored[key] for key in stored.files}
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as error:
+        raise ProdrecError(f"{directory / _ARRAYS_FILE} is not a readable archive of arrays ({str(error)[:200]}); "
+                           f"{_RECOVERY}") from None
     _check_arrays(arrays, meta, directory / _ARRAYS_FILE)
+    stored_ids = _index_ids(index)
+    if stored_ids is not None and not np.array_equal(np.sort(stored_ids), arrays["ids"]):
+        raise ProdrecError(f"{directory / _INDEX_FILE} holds other image ids than {directory / _ARRAYS_FILE} lists "
+                           f"(the index and its metadata come from different saves); {_RECOVERY}")
     gallery._index = index
     gallery._columns = {"ids": arrays["ids"].astype(np.int64), **{key: _objects(arrays[key]) for key in _ARRAYS[1:]}}
     if meta["keep_features"]:
@@ -94,6 +114,21 @@ def _parts(index: Any) -> list:
     faiss = import_faiss()
     outer = faiss.downcast_index(index)
     return [outer] + ([faiss.downcast_index(outer.index)] if isinstance(outer, faiss.IndexIDMap2) else [])
+
+
+def _index_ids(index: Any) -> Any:
+    """The ids a faiss index holds (id map or inverted lists), or None for an index that keeps none."""
+    faiss = import_faiss()
+    outer = faiss.downcast_index(index)
+    if isinstance(outer, faiss.IndexIDMap2):
+        return faiss.vector_to_array(outer.id_map)
+    try:
+        lists = faiss.extract_index_ivf(outer).invlists
+    except RuntimeError:  # not an IVF index
+        return None
+    return np.concatenate([np.empty(0, dtype=np.int64)] + [
+        faiss.rev_swig_ptr(lists.get_ids(number), lists.list_size(number)).copy()
+        for number in range(lists.nlist) if lists.list_size(number)])
 
 
 def _describe(index: Any) -> str:
@@ -143,7 +178,7 @@ def _verify_file(path: Path, expected: dict, meta_path: Path) -> None:
     if digest != expected["sha256"]:
         raise ProdrecError(f"{path} is damaged or was changed after saving: its sha256 ({digest[:12]}..., "
                            f"{path.stat().st_size} bytes) is not the one {meta_path} records ({expected['sha256'][:12]}"
-                           f"..., {expected.get('bytes')} bytes); save the gallery again or restore the folder")
+                           f"..., {expected.get('bytes')} bytes); {_RECOVERY}")
 
 
 def _check_arrays(arrays: dict, meta: dict, path: Path) -> None:

@@ -1,16 +1,14 @@
 """Guards for long runs: one run per output folder, stop signals, non-finite losses and gradients."""
 from __future__ import annotations
 
-import errno
 import math
-import os
 import signal
 import threading
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Set
+from typing import Dict, Iterable, Optional
 
 import torch
-from prodrec.utils import ProdrecRuntimeError
+from prodrec.utils import FileLock, ProdrecRuntimeError
 
 __all__ = ["RunLock", "StopSignals", "NonFiniteError", "TrainingInterrupted", "all_finite"]
 
@@ -23,57 +21,18 @@ class TrainingInterrupted(KeyboardInterrupt):
     """SIGINT/SIGTERM stopped training after a checkpoint was written."""
 
 
-class RunLock:
-    """Exclusive lock on ``folder/train.lock`` for the life of a run.
+class RunLock(FileLock):
+    """Exclusive lock on ``folder/train.lock`` for the life of a run (:class:`prodrec.utils.FileLock`).
 
-    The lock is a POSIX record lock (``fcntl.lockf``): it belongs to this process alone, so forked
-    DataLoader workers, which inherit the open file, do not hold it, and the operating system drops it
-    the moment this process dies, even by SIGKILL while its workers are still shutting down. A killed
-    run can therefore be resumed at once, and a second live run on the same folder is refused.
-    Record locks do not conflict inside one process, so this process's own locks are tracked here.
+    Forked DataLoader workers do not hold it, and the operating system drops it the moment the run's
+    process dies, even by SIGKILL while its workers are still shutting down: a killed run can be resumed
+    at once, and a second live run on the same folder is refused with the first one's pid.
     """
 
-    _held: Set[Path] = set()
-
     def __init__(self, folder: Path) -> None:
-        self.path = Path(folder) / "train.lock"
-        self._handle = None
-
-    def __enter__(self) -> "RunLock":
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        key = self.path.resolve()
-        if key in RunLock._held:  # opening the file again and closing it would drop this process's lock
-            raise self._refusal(str(os.getpid()))
-        handle = open(self.path, "a+", encoding="utf-8")
-        try:
-            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno not in (errno.EACCES, errno.EAGAIN):
-                handle.close()
-                raise
-            handle.seek(0)
-            owner = handle.read().strip() or "unknown"
-            handle.close()
-            raise self._refusal(owner) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._handle = handle
-        RunLock._held.add(key)
-        return self
-
-    def _refusal(self, owner: str) -> ProdrecRuntimeError:
-        return ProdrecRuntimeError(f"another training run (pid {owner}) is using {self.path.parent}; wait for it to finish "
-                                   "or choose another --output folder")
-
-    def __exit__(self, *exc_info) -> None:
-        if self._handle is not None:
-            RunLock._held.discard(self.path.resolve())
-            self._handle.close()  # closing releases the lock
-            self._handle = None
+        super().__init__(Path(folder) / "train.lock", refusal=lambda owner: (
+            f"another training run (pid {owner}) is using {folder}; wait for it to finish or choose another "
+            "--output folder"))
 
 
 class StopSignals:

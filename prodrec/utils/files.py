@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Union
 
 __all__ = ["atomic_write", "replace_durably", "fsync_folder", "remove_temporaries", "temporary_path",
-           "is_disk_full", "file_sha256", "read_torch_file"]
+           "is_disk_full", "write_failure", "file_sha256", "read_torch_file"]
 
 PathLike = Union[str, os.PathLike]
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -95,6 +95,20 @@ def is_disk_full(error: BaseException) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def write_failure(error: BaseException) -> str:
+    """What made a write fail, in words a user can act on (from the first ``OSError`` in the chain)."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    if error is None:
+        return "the write failed"
+    reasons = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+               errno.EFBIG: "a file would pass the file-size limit (ulimit -f)",
+               errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+               errno.EROFS: "the file system is read-only"}
+    reason = reasons.get(error.errno) or (os.strerror(error.errno) if error.errno else str(error))
+    return f"{reason} ({error.filename})" if getattr(error, "filename", None) else reason
 
 
 def file_sha256(path: PathLike) -> str:

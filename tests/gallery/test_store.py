@@ -41,7 +41,9 @@ def test_save_then_load_in_a_new_process_searches_the_same(tmp_path, index_type,
     if knob:
         setattr(gallery, knob, 5)
     gallery.save(tmp_path / "gallery")
-    assert sorted(p.name for p in (tmp_path / "gallery").iterdir()) == ["index.faiss", "meta.json", "meta.npz"]
+    assert sorted(p.name for p in (tmp_path / "gallery").iterdir()) == ["CURRENT", "gen-000001", "write.lock"]
+    assert sorted(p.name for p in (tmp_path / "gallery" / "gen-000001").iterdir()) == [
+        "index.faiss", "meta.json", "meta.npz"]
     np.save(tmp_path / "queries.npy", queries)
     subprocess.run([sys.executable, "-c", LOAD_AND_SEARCH, str(tmp_path / "gallery"), str(tmp_path / "queries.npy"),
                     str(tmp_path / "out.npz")], check=True)
@@ -73,7 +75,7 @@ def test_empty_gallery_round_trips(tmp_path):
 
 
 def test_truncated_index_file_is_refused(tmp_path):
-    folder = make_gallery()[0].save(tmp_path / "g")
+    folder = make_gallery()[0].save(tmp_path / "g") / "gen-000001"
     data = (folder / "index.faiss").read_bytes()
     (folder / "index.faiss").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"index\.faiss is damaged or was changed after saving"):
@@ -82,7 +84,7 @@ def test_truncated_index_file_is_refused(tmp_path):
 
 def test_tampered_metadata_is_refused(tmp_path):
     gallery, _ = make_gallery()
-    folder = gallery.save(tmp_path / "g")
+    folder = gallery.save(tmp_path / "g") / "gen-000001"
     with np.load(folder / "meta.npz") as stored:
         arrays = dict(stored)
     arrays["labels"] = np.roll(arrays["labels"], 1)
@@ -93,7 +95,7 @@ def test_tampered_metadata_is_refused(tmp_path):
 
 
 def test_metadata_that_disagrees_with_the_files_is_refused(tmp_path):
-    folder = make_gallery()[0].save(tmp_path / "g")
+    folder = make_gallery()[0].save(tmp_path / "g") / "gen-000001"
     meta = json.loads((folder / "meta.json").read_text())
     (folder / "meta.json").write_text(json.dumps({**meta, "count": 281}))
     with pytest.raises(ValueError, match="holds 280 vectors of dimension 16.*says 281"):
@@ -129,6 +131,10 @@ def test_saving_again_replaces_the_files(tmp_path):
     folder = gallery.save(tmp_path / "g")
     gallery.remove(label="sku-25")
     gallery.save(folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["index.faiss", "meta.json", "meta.npz"]  # no temporaries
+    gallery.save(folder)
+    # the current generation and the previous one; no temporaries
+    assert sorted(p.name for p in folder.iterdir()) == ["CURRENT", "gen-000002", "gen-000003", "write.lock"]
+    assert (folder / "CURRENT").read_text() == "gen-000003\n"
+    assert sorted(p.name for p in (folder / "gen-000003").iterdir()) == ["index.faiss", "meta.json", "meta.npz"]
     loaded = GalleryIndex.load(folder)
     assert "sku-25" not in set(loaded.labels) and len(loaded) == len(gallery)
