@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override any config key (value parsed as YAML); repeatable. For a PaddleClas config "
                             "these are its own keys, list items by index as PaddleClas's -o "
                             "(DataLoader.Train.dataset.transform_ops.1.ResizeImage.size=64)")
+    train.add_argument("--force", action="store_true", help="replace the run already in the output folder")
     train.add_argument("--resume", nargs="?", const="auto", metavar="auto|PATH",
                        help="continue from OUTPUT/checkpoints/last.pt (alone or 'auto'; see docs) or from PATH")
     train.add_argument("--checkpoint-steps", type=int, metavar="N", help="also write last.pt every N steps (0: off)")
@@ -163,7 +164,7 @@ def _train(args: argparse.Namespace) -> int:
 
     data = read_config_file(args.config)  # read once; its layout says whose names it uses
     config = _ppcls_config(args, data) if is_ppcls_config(data) else load_config(data, overrides=train_overrides(args))
-    result = train_metric(config, resume=args.resume, progress=not args.quiet)
+    result = train_metric(config, resume=args.resume, overwrite=args.force, progress=not args.quiet)
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 reports
         return 0
     _print_metrics(f"results in {result.output_dir}", {"initial": result.initial_metrics, "final": result.metrics})
@@ -238,7 +239,7 @@ def _demo(args: argparse.Namespace) -> int:
         "Optimizer.name=AdamW", "Optimizer.lr.name=Cosine", "Optimizer.lr.learning_rate=0.002",
     ]
     config = load_config("inshop_ce_triplet", overrides=overrides)
-    result = train_metric(config, progress=not args.quiet)
+    result = train_metric(config, overwrite=True, progress=not args.quiet)  # the demo's own folder
     _print_metrics(f"{args.backbone} + ArcMargin, CELoss + TripletLossV2, {args.image_size} px, "
                    f"{args.epochs} epochs (query vs gallery)",
                    {"untrained": result.initial_metrics, "trained": result.metrics})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import random
 import sys
 import warnings
@@ -66,6 +67,7 @@ def train_metric(
     *,
     data: Optional[RetrievalSplits] = None,
     resume: Resume = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> TrainResult:
     """Train and evaluate an embedder as ``config`` says.
@@ -78,6 +80,8 @@ def train_metric(
         resume: ``False``: a new run. ``True`` or ``"auto"``: continue from
             ``output_dir/checkpoints/last.pt`` (an unreadable one is refused with a warning and
             ``last.prev.pt`` used; a new run when there is none). A path: continue from that checkpoint.
+        overwrite: a new run in an output folder that holds another run replaces it (its checkpoints and
+            log are deleted first); without it, that is refused (CLI ``--force``).
         progress: show progress bars.
 
     Example:
@@ -97,9 +101,25 @@ def train_metric(
                            confine_to_root=loader.confine_to_root)
     _seed_everything(g.seed, g.deterministic)
     output_dir = Path(g.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ProdrecError(f"Global.output_dir {output_dir} is a file; give a folder for the run (CLI --output)")
+    replace = (resume is False or resume is None) and _holds_a_run(output_dir, overwrite)
     with init_distributed(g.device) as ctx, RunLock(output_dir) if ctx.is_main else nullcontext():
+        if replace and ctx.is_main:  # under the run lock: never another live run's files
+            shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
         data, skipped = _drop_bad_images(config, data, output_dir, progress, ctx)
         return _train(config, data, output_dir, resume, progress, skipped, ctx)
+
+
+def _holds_a_run(output_dir: Path, overwrite: bool) -> bool:
+    """Whether a new run would replace another run's files (refused without ``overwrite``)."""
+    found = [path for path in (output_dir / "checkpoints" / "last.pt", output_dir / "checkpoints" / "last.prev.pt",
+                               output_dir / "log.jsonl") if path.is_file()]
+    if found and not overwrite:
+        raise ProdrecError(f"{output_dir} holds another training run ({found[0].relative_to(output_dir)}); continue it "
+                           "with --resume (resume=True), replace it with --force (overwrite=True), or choose another "
+                           "--output folder")
+    return bool(found)
 
 
 def _drop_bad_images(config: Config, data: RetrievalSplits, output_dir: Path, progress: bool,

@@ -86,3 +86,37 @@ def test_search_crops_in_shop_boxes(shop, tmp_path, run_cli):
     with pytest.raises(FileNotFoundError, match="pass --checkpoint"):
         run_cli(["search", "--index", tmp_path / "g", image])
     assert run_cli(["search", "--index", tmp_path / "g", image, "--checkpoint", model]).startswith(image)
+
+
+def test_build_never_overwrites_silently_and_writers_take_turns(shop, tmp_path, run_cli):
+    import subprocess
+    import sys
+
+    from prodrec.gallery import GalleryIndex
+    from prodrec.utils import LockBusy
+
+    root, model, splits = shop
+    gallery = tmp_path / "gallery"
+    build = ["index", "build", "--checkpoint", model, "--list", root / "gallery.txt", "--output", gallery, "--quiet"]
+    run_cli(build)
+    with pytest.raises(ValueError, match=r"already holds a gallery; add images to it with `prodrec index add --index "
+                                         r".*replace it with --force, or choose another --output folder"):
+        run_cli(build)
+    (root / "three.txt").write_text("\n".join((root / "gallery.txt").read_text().splitlines()[:3]) + "\n")
+    assert "indexed 3 images" in run_cli([*build[:4], "--list", root / "three.txt", *build[6:], "--force"])
+    assert len(GalleryIndex.load(gallery)) == 3
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="--output .*file is a file; give a folder"):
+        run_cli([*build[:6], "--output", tmp_path / "file"])
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom prodrec.gallery import GalleryFolder\n"
+                               "with GalleryFolder(sys.argv[1]).writing():\n    print('held', flush=True)\n"
+                               "    time.sleep(60)\n", str(gallery)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockBusy, match=rf"another process \(pid {holder.pid}\) is writing the gallery"):
+            run_cli(["index", "remove", "--index", gallery, "--id", "0", "--no-wait"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "removed 1 images; the gallery holds 2" in run_cli(["index", "remove", "--index", gallery, "--id", "0"])

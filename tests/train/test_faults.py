@@ -294,10 +294,11 @@ def test_truncated_index_file_is_refused(tmp_path, name):
     features = np.random.default_rng(0).standard_normal((50, 16)).astype(np.float32)
     gallery = GalleryIndex(16)
     gallery.add(features / np.linalg.norm(features, axis=1, keepdims=True), [f"item{i % 5}" for i in range(50)])
-    folder = gallery.save(tmp_path / "gallery")
+    gallery_folder = gallery.save(tmp_path / "gallery")
+    folder = gallery_folder / (gallery_folder / "CURRENT").read_text().strip()
     data = (folder / name).read_bytes()
     (folder / name).write_bytes(data[: len(data) // 2])
     message = "not valid JSON.*the gallery folder is damaged" if name == "meta.json" else \
         rf"{name} is damaged or was changed after saving: its sha256"
     with pytest.raises(ValueError, match=message):
-        GalleryIndex.load(folder)
+        GalleryIndex.load(gallery_folder)

@@ -230,3 +230,19 @@ def test_a_run_extended_with_more_epochs_continues_on_the_new_schedule(tiny_insh
         scheduler.step()
         expected.append(optimizer.param_groups[0]["lr"])
     assert [r["lr"] for r in steps[len(steps) // 2:]] == pytest.approx(expected[len(steps) // 2:])
+
+
+def test_a_new_run_over_another_is_refused_unless_replaced(tiny_inshop, tmp_path):
+    output = tmp_path / "run"
+    config = tiny_config(tiny_inshop, output, "Global.epochs=1")
+    first = train_metric(config, progress=False)
+    checkpoint = (output / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match=r"holds another training run \(checkpoints/last.pt\); continue it with "
+                                         r"--resume .*replace it with --force .*another --output folder"):
+        train_metric(config, progress=False)
+    assert (output / "checkpoints" / "last.pt").read_bytes() == checkpoint  # nothing was touched
+    again = train_metric(config, overwrite=True, progress=False)
+    assert [r["event"] for r in records_of(output)].count("resume") == 0 and again.metrics == first.metrics
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="output_dir .*file is a file; give a folder"):
+        train_metric(tiny_config(tiny_inshop, tmp_path / "file"), progress=False)
