@@ -6,8 +6,8 @@ Example:
     2
 """
 from prodrec.config.arguments import ModelSpec, model_spec
-from prodrec.config.load import (CONFIG_DIR, Override, builtin_config_names, builtin_config_path, load_config,
-                                 read_config_file)
+from prodrec.config.load import (CONFIG_DIR, MAX_CONFIG_BYTES, MAX_CONFIG_VALUES, Override, builtin_config_names,
+                                 builtin_config_path, load_config, parse_yaml, read_config_file, read_text_file)
 from prodrec.config.schema import ConfigError, merge_into
 from prodrec.config.sections import (SPLITS, ArchConfig, BackboneConfig, Config, DataLoaderConfig, GlobalConfig,
                                      HeadConfig, LossConfig, LRConfig, MetricConfig, NeckConfig, OptimizerConfig,
@@ -16,4 +16,5 @@ from prodrec.config.sections import (SPLITS, ArchConfig, BackboneConfig, Config,
 __all__ = ["Config", "GlobalConfig", "ArchConfig", "BackboneConfig", "StopLayerConfig", "NeckConfig", "HeadConfig",
            "LossConfig", "OptimizerConfig", "LRConfig", "RegularizerConfig", "DataLoaderConfig", "MetricConfig",
            "ConfigError", "SPLITS", "CONFIG_DIR", "load_config", "builtin_config_path", "builtin_config_names",
-           "merge_into", "ModelSpec", "model_spec", "Override", "read_config_file"]
+           "merge_into", "ModelSpec", "model_spec", "Override", "read_config_file", "parse_yaml", "read_text_file",
+           "MAX_CONFIG_BYTES", "MAX_CONFIG_VALUES"]

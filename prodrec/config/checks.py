@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from prodrec.config.schema import ConfigError
+from prodrec.utils import brief
 
 __all__ = ["check_config"]
 
@@ -29,12 +30,12 @@ def check_config(config: Any) -> None:
     for entry in config.Metric.Eval:
         (name,) = entry
         if name not in ("Recallk", "mAP", "TopkAcc"):
-            raise ConfigError(f"Metric.Eval: unknown metric {name!r}; use Recallk (with topk), mAP or TopkAcc "
+            raise ConfigError(f"Metric.Eval: unknown metric {brief(name)}; use Recallk (with topk), mAP or TopkAcc "
                               "(with topk)")
     for metric, ks in (("Recallk", config.recall_ks()), ("TopkAcc", config.topk_accuracy_ks())):
         for k in ks:
             if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-                raise ConfigError(f"Metric.Eval.{metric}.topk: {k!r} is not a positive integer")
+                raise ConfigError(f"Metric.Eval.{metric}.topk: {brief(k)} is not a positive integer")
     if config.topk_accuracy_ks() and config.Arch.Head is None:
         raise ConfigError("Metric.Eval.TopkAcc scores the classifier head, but Arch.Head is null; add a head "
                           "(FC or ArcMargin) or remove TopkAcc")
@@ -61,7 +62,7 @@ def check_config(config: Any) -> None:
         keys = [f"DataLoader.{split}_list" for split in lists]
         keys += [f"DataLoader.{split}_image_root" for split in image_roots]
         raise ConfigError(f"{', '.join(keys)} apply to DataLoader.dataset: list only (it is "
-                          f"{config.DataLoader.dataset!r}); set DataLoader.dataset=list or remove them")
+                          f"{brief(config.DataLoader.dataset)}); set DataLoader.dataset=list or remove them")
     lr = config.Optimizer.lr
     if lr.warmup_epoch < 0 or (lr.schedule_epochs != "auto" and lr.schedule_epochs < 1):
         raise ConfigError(f"Optimizer.lr.warmup_epoch must be >= 0 and Optimizer.lr.schedule_epochs >= 1 (or auto), "

@@ -17,11 +17,47 @@ from typing import Any, Dict, List, Sequence, Tuple, Union
 import yaml
 
 from prodrec.config.schema import ConfigError
+from prodrec.utils import brief
 from prodrec.config.sections import Config, GlobalConfig
 
-__all__ = ["load_config", "read_config_file", "builtin_config_path", "builtin_config_names", "CONFIG_DIR", "Override"]
+__all__ = ["load_config", "read_config_file", "parse_yaml", "builtin_config_path", "builtin_config_names",
+           "read_text_file", "CONFIG_DIR", "Override", "MAX_CONFIG_BYTES", "MAX_CONFIG_VALUES"]
 
 CONFIG_DIR = Path(__file__).parent / "builtin"
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few kilobytes; the seed's largest is 4 KiB
+MAX_CONFIG_VALUES = 100_000  # values of a document with its aliases expanded; the seed's have ~300
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """The value of a YAML document, parsed safely (``yaml.SafeLoader``) and bounded: a text over
+    :data:`MAX_CONFIG_BYTES`, or one whose aliases expand to over :data:`MAX_CONFIG_VALUES` values (a
+    "billion laughs" document), is refused before any value is built. ``where`` names the text in errors."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: {len(text):,} characters is over the {MAX_CONFIG_BYTES:,} a config may have")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        values = _expanded_size(node, {})
+        if values > MAX_CONFIG_VALUES:
+            raise ConfigError(f"{where}: with its aliases (&name / *name) expanded, the document holds "
+                              f"{values:,} values, over the {MAX_CONFIG_VALUES:,} a config may have")
+        return loader.construct_document(node)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{where}: not valid YAML: {str(error)[:500]}") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: Dict[int, int]) -> int:
+    """Values in ``node`` with every alias expanded, counted once per shared node (so in linear time)."""
+    if id(node) not in sizes:
+        sizes[id(node)] = 0  # a recursive alias counts as nothing more (the constructor refuses it anyway)
+        children = node.value if isinstance(node, yaml.SequenceNode) else (
+            [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else [])
+        sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(node)]
 
 
 def builtin_config_names() -> List[str]:
@@ -32,13 +68,24 @@ def builtin_config_path(name: str) -> Path:
     """Path of a config shipped with prodrec, by file stem (e.g. ``inshop_ce_triplet``)."""
     path = CONFIG_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"no built-in config {name!r}; choose one of {builtin_config_names()} or give a YAML path")
+        raise ConfigError(f"no built-in config {brief(name)}; choose one of {builtin_config_names()} or give a YAML path")
     return path
 
 
 Override = Union[str, Tuple[str, Any]]
 """``"Section.key=value"`` (the value parsed as YAML, as ``--set`` gives it) or ``("Section.key", value)``
 (a typed value, as code and command-line flags give it)."""
+
+
+def read_text_file(path: Union[str, os.PathLike], limit: int) -> str:
+    """A UTF-8 text file of at most ``limit`` bytes (a config); ConfigError if larger or not text."""
+    size = os.path.getsize(path)
+    if size > limit:
+        raise ConfigError(f"{path}: {size:,} bytes is over the {limit:,} a config file may have; is it a config?")
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); is it a config?") from None
 
 
 def read_config_file(source: Union[str, os.PathLike]) -> Dict[str, Any]:
@@ -51,11 +98,7 @@ def read_config_file(source: Union[str, os.PathLike]) -> Dict[str, Any]:
         raise FileNotFoundError(
             f"config file {str(source)!r} not found; give a YAML path or one of {builtin_config_names()}"
         )
-    with open(path, encoding="utf-8") as handle:
-        try:
-            data = yaml.safe_load(handle) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    data = parse_yaml(read_text_file(path, MAX_CONFIG_BYTES), str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
     return data
@@ -103,23 +146,20 @@ def _pin_schedule_length(data: Dict[str, Any]) -> None:
 
 def _apply_override(data: Dict[str, Any], override: Override) -> None:
     if isinstance(override, tuple) and len(override) == 2 and isinstance(override[0], str):
-        key, value, shown = override[0], override[1], f"{override[0]}={override[1]!r}"
+        key, value, shown = override[0], override[1], f"{override[0]}={brief(override[1])}"
     elif isinstance(override, str):
         key, sep, raw = override.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"override {override!r} must look like Section.key=value (e.g. Global.epochs=10)")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"override {override!r}: the value is not valid YAML ({error})") from None
+            raise ConfigError(f"override {brief(override)} must look like Section.key=value (e.g. Global.epochs=10)")
+        value = parse_yaml(raw, f"override {brief(override)}") if raw.strip() else None
         shown = override
     else:
-        raise ConfigError(f"an override is 'Section.key=value' or ('Section.key', value), got {override!r}")
+        raise ConfigError(f"an override is 'Section.key=value' or ('Section.key', value), got {brief(override)}")
     parts = key.strip().split(".")
     node = data
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {shown!r}: {part!r} is not a section")
+            raise ConfigError(f"override {brief(shown)}: {brief(part)} is not a section")
         node = child
     node[parts[-1]] = value

@@ -20,12 +20,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
-from prodrec.config import Config, ConfigError, load_config
+from prodrec.config import MAX_CONFIG_BYTES, Config, ConfigError, load_config, parse_yaml, read_text_file
 from prodrec.paddle.data import translate_dataloader
 from prodrec.paddle.reader import Notes, Section
 from prodrec.paddle.recipe import (backbone_mean_std, translate_arch, translate_losses, translate_metrics,
                                   translate_optimizer)
-from prodrec.utils import ProdrecError
+from prodrec.utils import ProdrecError, brief
 
 __all__ = ["is_ppcls_config", "read_ppcls_yaml", "apply_ppcls_overrides", "translate_ppcls_config",
            "load_ppcls_config", "convert_paddle_pretrained", "native_yaml"]
@@ -49,10 +49,7 @@ def read_ppcls_yaml(source: Union[str, os.PathLike, None]) -> Optional[Dict[str,
     """The mapping in ``source`` when it is a YAML file in PaddleClas layout, else None."""
     if source is None or not Path(source).is_file():
         return None
-    try:
-        data = yaml.safe_load(Path(source).read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{source}: not valid YAML: {error}") from None
+    data = parse_yaml(read_text_file(source, MAX_CONFIG_BYTES), str(source))
     return data if is_ppcls_config(data) else None
 
 
@@ -65,21 +62,18 @@ def apply_ppcls_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dic
         key, sep, raw = override.partition("=")
         parts = key.strip().split(".")
         if not sep or not all(parts):
-            raise ConfigError(f"override {override!r} must look like Section.key=value (e.g. Global.epochs=10)")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"override {override!r}: the value is not valid YAML ({error})") from None
+            raise ConfigError(f"override {brief(override)} must look like Section.key=value (e.g. Global.epochs=10)")
+        value = parse_yaml(raw, f"override {brief(override)}") if raw.strip() else None
         node: Any = data
         for depth, part in enumerate(parts):
             where = ".".join(parts[:depth]) or "the config"
             if isinstance(node, list):
                 if not (part.isdigit() and int(part) < len(node)):
-                    raise ConfigError(f"override {override!r}: {where} is a list of {len(node)}; "
+                    raise ConfigError(f"override {brief(override)}: {where} is a list of {len(node)}; "
                                       f"index it with 0..{len(node) - 1}")
                 part = int(part)
             elif not isinstance(node, dict):
-                raise ConfigError(f"override {override!r}: {where} is not a section")
+                raise ConfigError(f"override {brief(override)}: {where} is not a section")
             if depth == len(parts) - 1:
                 node[part] = value
             else:
@@ -145,7 +139,7 @@ def _global(g: Section, arch_name: Any, amp: bool) -> Dict[str, Any]:
     notes = g.notes
     epochs = g.get("epochs")
     if not isinstance(epochs, int) or isinstance(epochs, bool):
-        notes.fail("Global.epochs", f"the number of epochs is required, got {epochs!r}")
+        notes.fail("Global.epochs", f"the number of epochs is required, got {brief(epochs)}")
         epochs = 0
     native: Dict[str, Any] = {
         # Without eval_during_train PaddleClas never evaluates; prodrec evaluates once, after the last epoch.

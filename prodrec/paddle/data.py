@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from prodrec.paddle.reader import Notes, Section
+from prodrec.utils import brief
 
 __all__ = ["translate_dataloader", "PRODREC_ERASING"]
 
@@ -33,7 +34,7 @@ def _side(op: Section, name: str) -> Optional[int]:
             op.notes.warn(f"{op.key}.{name}", f"{list(value)} is not square; prodrec uses square inputs of "
                                               f"{max(value)} x {max(value)}")
         return max(value)
-    op.notes.fail(f"{op.key}.{name}", f"expected a size in pixels (an integer or [w, h]), got {value!r}")
+    op.notes.fail(f"{op.key}.{name}", f"expected a size in pixels (an integer or [w, h]), got {brief(value)}")
     return None
 
 
@@ -47,11 +48,11 @@ def _resampling(op: Section) -> None:
 def _read_ops(ops: Any, key: str, notes: Notes, *, train: bool) -> _Pipeline:
     pipeline = _Pipeline()
     if not isinstance(ops, list):
-        notes.fail(key, f"expected a list of transform ops, got {ops!r}")
+        notes.fail(key, f"expected a list of transform ops, got {brief(ops)}")
         return pipeline
     for index, entry in enumerate(ops):
         if not (isinstance(entry, dict) and len(entry) == 1):
-            notes.fail(f"{key}[{index}]", f"each op is one name with its parameters, got {entry!r}")
+            notes.fail(f"{key}[{index}]", f"each op is one name with its parameters, got {brief(entry)}")
             continue
         ((name, params),) = entry.items()
         op = Section(params, f"{key}[{index}].{name}", notes)
@@ -88,7 +89,7 @@ def _read_ops(ops: Any, key: str, notes: Notes, *, train: bool) -> _Pipeline:
             for what, values in (("mean", mean), ("std", std)):
                 if not (isinstance(values, list) and len(values) == 3 and all(isinstance(v, (int, float))
                                                                              for v in values)):
-                    notes.fail(f"{op.key}.{what}", f"expected three numbers (R, G, B), got {values!r}")
+                    notes.fail(f"{op.key}.{what}", f"expected three numbers (R, G, B), got {brief(values)}")
             pipeline.normalize, pipeline.normalize_key = (scale, mean, std), op.key
             if op.get("output_fp16", False) or op.get("channel_num", 3) != 3:
                 notes.warn(op.key, "output_fp16 and channel_num 4 are not supported (prodrec feeds 3-channel float32)")
@@ -136,7 +137,7 @@ def _dataset(block: Section, base_dir: Optional[str]) -> tuple:
     for name in ("cls_label_path", "image_root"):
         value = dataset.get(name)
         if not isinstance(value, str) or not value:
-            block.notes.fail(f"{dataset.key}.{name}", f"a path is required, got {value!r}")
+            block.notes.fail(f"{dataset.key}.{name}", f"a path is required, got {brief(value)}")
         paths.append(os.path.join(base_dir, value) if base_dir and isinstance(value, str) else value)
     dataset.skip("relabel")
     ops = dataset.get("transform_ops", [])
@@ -247,7 +248,7 @@ def _sampler(sampler: Section, notes: Notes) -> Dict[str, Any]:
     elif name in ("DistributedBatchSampler", "BatchSampler"):
         native["sampler"] = "random"
     else:
-        notes.fail(f"{sampler.key}.name", f"{name!r} is not supported; use PKSampler, "
+        notes.fail(f"{sampler.key}.name", f"{brief(name)} is not supported; use PKSampler, "
                                           "DistributedRandomIdentitySampler or DistributedBatchSampler")
     if sampler.get("shuffle", True) is not True:
         notes.warn(f"{sampler.key}.shuffle", "prodrec always shuffles the training data")

@@ -12,7 +12,7 @@ from fractions import Fraction
 from typing import Any, List, Optional
 
 from prodrec.config import ConfigError
-from prodrec.utils import ProdrecError
+from prodrec.utils import ProdrecError, brief
 
 __all__ = ["Notes", "Section", "parse_number"]
 
@@ -44,7 +44,7 @@ class Section:
 
     def __init__(self, data: Any, key: str, notes: Notes) -> None:
         if data is not None and not isinstance(data, dict):
-            notes.fail(key, f"expected a mapping, got {data!r}")
+            notes.fail(key, f"expected a mapping, got {brief(data)}")
         self.data = data if isinstance(data, dict) else {}
         self.key, self.notes, self.read = key, notes, set()
 
@@ -70,7 +70,7 @@ class Section:
             except ConfigError as error:
                 self.notes.errors.append(str(error))
                 return default
-        self.notes.fail(f"{self.key}.{name}", f"expected a number, got {value!r}")
+        self.notes.fail(f"{self.key}.{name}", f"expected a number, got {brief(value)}")
         return default
 
     def skip(self, *names: str) -> None:
@@ -92,11 +92,11 @@ def parse_number(value: Any, key: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, str):
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        raise ConfigError(f"{key}: expected a number, got {brief(value)}")
     try:
         return float(_arithmetic(ast.parse(value.strip(), mode="eval").body))
     except (SyntaxError, ValueError, TypeError, OverflowError, RecursionError, MemoryError):
-        raise ConfigError(f"{key}: {value!r} is not a number nor numbers joined by + - * / (such as 1.0/255.0); "
+        raise ConfigError(f"{key}: {brief(value)} is not a number nor numbers joined by + - * / (such as 1.0/255.0); "
                           "prodrec never evaluates code from a config") from None
 
 

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 from urllib.parse import urlparse
 
 from prodrec.paddle.reader import Notes, Section
+from prodrec.utils import brief
 
 __all__ = ["translate_arch", "translate_losses", "translate_optimizer", "translate_metrics", "backbone_mean_std",
            "PADDLECLAS_WEIGHTS_HOME"]
@@ -20,7 +21,7 @@ def _weights(value: Any, key: str, notes: Notes, base_dir: Optional[str]) -> Opt
     """A local weights file for a PaddleClas weights setting (a path with or without ``.pdparams``, or a
     URL already in PaddleClas's download cache)."""
     if not isinstance(value, str) or not value:
-        notes.fail(key, f"expected a path or URL, got {value!r}")
+        notes.fail(key, f"expected a path or URL, got {brief(value)}")
         return None
     if value.startswith(("http://", "https://")):
         cached = PADDLECLAS_WEIGHTS_HOME.expanduser() / os.path.basename(urlparse(value).path)
@@ -75,7 +76,7 @@ def translate_arch(arch: Section, g: Section, base_dir: Optional[str]) -> Dict[s
     if head.data:
         name = head.get("name")
         if name not in _HEADS:
-            notes.fail("Arch.Head.name", f"{name!r} has no prodrec equivalent; use {sorted(_HEADS)} "
+            notes.fail("Arch.Head.name", f"{brief(name)} has no prodrec equivalent; use {sorted(_HEADS)} "
                                          "(CosMargin runs as pytorch-metric-learning's CosFaceLoss)")
         elif name != "CosMargin":  # CosMargin becomes a loss (see translate_losses)
             native["Head"] = {"name": name, "embedding_size": head.get("embedding_size", "auto"),
@@ -94,11 +95,11 @@ def translate_losses(section: Section, head: Any, notes: Notes) -> Dict[str, Any
     cos_margin = isinstance(head, dict) and head.get("name") == "CosMargin"
     train, entries = section.get("Train"), []
     if not isinstance(train, list) or not train:
-        notes.fail("Loss.Train", f"a list of losses is required, got {train!r}")
+        notes.fail("Loss.Train", f"a list of losses is required, got {brief(train)}")
         train = []
     for index, entry in enumerate(train):
         if not (isinstance(entry, dict) and len(entry) == 1):
-            notes.fail(f"Loss.Train[{index}]", f"each entry is one loss name with its parameters, got {entry!r}")
+            notes.fail(f"Loss.Train[{index}]", f"each entry is one loss name with its parameters, got {brief(entry)}")
             continue
         ((name, params),) = entry.items()
         loss = Section(params, f"Loss.Train[{index}].{name}", notes)
@@ -120,7 +121,7 @@ def translate_losses(section: Section, head: Any, notes: Notes) -> Dict[str, Any
         elif name in ("TripletLossV2", "TripletLoss"):
             source = loss.get("feature_from", loss.get("feat_from", "features"))
             if source != "features":
-                notes.fail(f"{loss.key}.feature_from", f"{source!r}: prodrec applies losses to the neck's features")
+                notes.fail(f"{loss.key}.feature_from", f"{brief(source)}: prodrec applies losses to the neck's features")
             v2 = name == "TripletLossV2"  # TripletLoss is TripletLossV2 without normalisation, margin 1.0
             normalize = loss.get("normalize_feature", True) if v2 else False
             entries.append({"TripletLossV2": {"weight": weight, "margin": loss.get("margin", 0.5 if v2 else 1.0),
@@ -152,7 +153,7 @@ def _learning_rate(lr: Section, epochs: int, notes: Notes) -> Dict[str, Any]:
     elif name == "Step":
         step = lr.get("step_size")
         if not (isinstance(step, int) and step > 0):
-            notes.fail(f"{lr.key}.step_size", f"a positive number of epochs is required, got {step!r}")
+            notes.fail(f"{lr.key}.step_size", f"a positive number of epochs is required, got {brief(step)}")
             step = max(epochs, 1)
         native.update(name="MultiStepDecay", milestones=list(range(step, max(epochs, 1), step)), gamma=lr.get("gamma"))
     elif name == "Piecewise":
@@ -165,7 +166,7 @@ def _learning_rate(lr: Section, epochs: int, notes: Notes) -> Dict[str, Any]:
         else:
             native.update(name="MultiStepDecay", learning_rate=values[0], milestones=epochs_, gamma=ratios.pop())
     elif name != "Constant":
-        notes.fail(f"{lr.key}.name", f"{name!r} is not supported; use MultiStepDecay, Cosine, Piecewise, Step or "
+        notes.fail(f"{lr.key}.name", f"{brief(name)} is not supported; use MultiStepDecay, Cosine, Piecewise, Step or "
                                      "Constant")
     if native["warmup_epoch"]:
         notes.warn(f"{lr.key}.warmup_epoch", "prodrec's schedule runs over the epochs after the warm-up (Paddle's "
@@ -188,7 +189,7 @@ def translate_optimizer(section: Section, epochs: int, notes: Notes) -> Dict[str
         if section.get("epsilon", 1e-8) != 1e-8:
             notes.warn("Optimizer.epsilon", "prodrec's AdamW uses epsilon 1e-8")
     elif name != "SGD":
-        notes.fail("Optimizer.name", f"{name!r} is not supported; use Momentum, SGD or AdamW")
+        notes.fail("Optimizer.name", f"{brief(name)} is not supported; use Momentum, SGD or AdamW")
     for key in ("use_nesterov", "no_weight_decay_name", "one_dim_param_no_weight_decay", "clip_norm"):
         if section.get(key):
             notes.warn(f"Optimizer.{key}", "not supported (ignored)")
@@ -222,7 +223,7 @@ def translate_metrics(section: Section, notes: Notes) -> Dict[str, Any]:
         elif name == "mAP":
             native.append({"mAP": {}})
         elif name != "Recallk":
-            notes.warn(f"Metric.Eval[{index}]", f"{name!r} is not supported (ignored); prodrec computes Recallk, mAP")
+            notes.warn(f"Metric.Eval[{index}]", f"{brief(name)} is not supported (ignored); prodrec computes Recallk, mAP")
     if section.get("Train"):
         notes.warn("Metric.Train", "training metrics are not computed (prodrec logs the losses)")
     section.finish()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 import timm
 import torch
-from prodrec.utils import ProdrecError
+from prodrec.utils import ProdrecError, brief
 
 if TYPE_CHECKING:
     from prodrec.models import Embedder
@@ -45,7 +45,7 @@ class PaddleWeightsError(ProdrecError):
 def _latin1_bytes(text: str, encoding: str) -> bytes:
     # Pickle protocol 2 stores the bytes of an array as ``_codecs.encode(text, 'latin1')``.
     if encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r} (only 'latin1' is admitted)")
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {brief(encoding)} (only 'latin1' is admitted)")
     return text.encode("latin1")
 
 
@@ -96,7 +96,7 @@ def load_pdparams(path: Union[str, os.PathLike]) -> Dict[str, np.ndarray]:
 def _check_arrays(params: Any, source: str) -> None:
     if not isinstance(params, dict):
         raise PaddleWeightsError(f"{source} holds a {type(params).__name__}, not a dict of named arrays")
-    bad = [f"{key!r}: {type(value).__name__}" for key, value in params.items()
+    bad = [f"{brief(key)}: {type(value).__name__}" for key, value in params.items()
            if not isinstance(key, str) or not isinstance(value, np.ndarray)]
     if bad:
         raise PaddleWeightsError(f"{source}: every entry must be a numpy array under a str name; not so for"

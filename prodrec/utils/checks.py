@@ -1,13 +1,25 @@
 """Argument checks shared by every room, each raising :class:`~prodrec.utils.ProdrecError`."""
 from __future__ import annotations
 
+import reprlib
 from typing import Any, Optional
 
 import numpy as np
 
 from prodrec.utils.errors import ProdrecError
 
-__all__ = ["check_positive_int"]
+__all__ = ["check_positive_int", "brief"]
+
+_BRIEF = reprlib.Repr()  # keyword arguments need Python 3.12
+for _name in ("maxtuple", "maxlist", "maxarray", "maxdict", "maxset", "maxfrozenset", "maxdeque"):
+    setattr(_BRIEF, _name, 6)
+_BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxlong, _BRIEF.maxother = 3, 80, 40, 80
+
+
+def brief(value: Any) -> str:
+    """``repr(value)`` cut short (a few items per level, a few levels, long strings and numbers elided), for
+    error messages that quote what a user gave: a huge or deeply shared value must not fill the message."""
+    return _BRIEF.repr(value)
 
 
 def check_positive_int(value: Any, name: str, *, minimum: int = 1, allow_none: bool = False) -> Optional[int]:
@@ -17,6 +29,6 @@ def check_positive_int(value: Any, name: str, *, minimum: int = 1, allow_none: b
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ProdrecError(f"{name} must be {kind}{' or None' if allow_none else ''}, got {value!r}")
+        raise ProdrecError(f"{name} must be {kind}{' or None' if allow_none else ''}, got {brief(value)}")
     return int(value)
 
