@@ -74,6 +74,8 @@ def _add_image_args(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--list", help="gallery list: 'path label [product name]' lines")
     source.add_argument("--folder", help="folder of <label>/<image> files")
     parser.add_argument("--image-root", help="folder the --list paths are relative to (default: the list's)")
+    parser.add_argument("--allow-outside-root", action="store_true",
+                        help="accept --list paths that resolve outside the image root (../, absolute, symlinks out)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -111,9 +113,11 @@ def _load_model(path: str, device: str):
 def _images(args: argparse.Namespace):
     from prodrec.gallery import read_gallery_list
 
-    if args.image_root and not args.list:
-        raise ProdrecError("--image-root applies to --list only")
-    return read_gallery_list(args.list, image_root=args.image_root) if args.list else args.folder
+    if (args.image_root or args.allow_outside_root) and not args.list:
+        raise ProdrecError("--image-root and --allow-outside-root apply to --list only")
+    if not args.list:
+        return args.folder
+    return read_gallery_list(args.list, image_root=args.image_root, allow_outside_root=args.allow_outside_root)
 
 
 def _build(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ Readers (``inshop``, ``lists``, ``synthetic``) produce :class:`ImageList` / :cla
 """
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from dataclasses import dataclass
@@ -187,18 +188,33 @@ def read_lines(path: str) -> list[str]:
                                                    "with `iconv -f latin1 -t utf-8`)")) from error
 
 
+def _not_a_file(path: str) -> str:
+    """Why ``path`` is not a readable image file, in words."""
+    if os.path.islink(path):
+        try:
+            os.stat(path)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                return f"symlink loop: {path} (its links lead back to themselves)"
+            return f"broken symlink: {path} -> {os.readlink(path)} (its target does not exist)"
+    if os.path.isdir(path):
+        return f"a folder, not an image: {path}"
+    return f"image not found: {path}"
+
+
 def missing_file_problems(located: Sequence[tuple[str, str]], root: str, hint: str) -> list[str]:
     """``'<where>: image not found: <path>'`` per missing path of ``(where, path)``; a summary first when
     none of them exists (then ``hint`` says how to point the reader at the images)."""
-    missing = [f"{where}: image not found: {path}" for where, path in located if not os.path.isfile(path)]
+    missing = [f"{where}: {_not_a_file(path)}" for where, path in located if not os.path.isfile(path)]
     if located and len(missing) == len(located):
         missing.insert(0, f"none of the {len(located)} listed images exists under {root}; {hint}")
     return missing
 
 
-def confine_paths(located: Sequence[tuple[str, str]], root: Optional[str]) -> tuple[list[tuple[str, str]], list[str]]:
+def confine_paths(located: Sequence[tuple[str, str]], root: Optional[str], *,
+                  fix: str = "turn confinement off") -> tuple[list[tuple[str, str]], list[str]]:
     """Split ``(where, path)`` pairs into those inside ``root`` after resolving symlinks and ``..`` and problems
-    naming the others (a how-to-fix line first); all are inside when ``root`` is None."""
+    naming the others (a how-to-fix line first, ending with ``fix``); all are inside when ``root`` is None."""
     if root is None:
         return list(located), []
     real_root = os.path.realpath(root)
@@ -221,5 +237,5 @@ def confine_paths(located: Sequence[tuple[str, str]], root: Optional[str]) -> tu
     if outside:
         outside.insert(0, f"{len(outside)} listed path(s) lie outside the data root {printable_path(real_root)} "
                           "(after resolving symlinks and '..') and confinement to it is on: move or copy those "
-                          "files under the data root (and fix the list), or turn confinement off")
+                          f"files under the data root (and fix the list), or {fix}")
     return inside, outside

@@ -73,13 +73,25 @@ def load_image(path: PathLike, *, min_size: Optional[int] = None) -> np.ndarray:
                                 "raise that, or set it to None, if you trust the file)") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise _read_error(name, f"corrupt {kind} header ({len(data)} bytes; Pillow cannot read it)" if kind else
-                          f"not an image: no known image format ({len(data)} bytes starting with {data[:16]!r})"
-                          ) from error
+                          f"not an image: no known image format ({len(data)} bytes of {_content(data)})") from error
     with header:
         # 16-bit grayscale with a transparent colour key would be clipped by Pillow: OpenCV scales it.
         if header.has_transparency_data and not header.mode.startswith("I"):
             return _composite_on_white(name, header)
         return _decode(name, data, header, min_size)
+
+
+def _content(data: bytes) -> str:
+    """What non-image bytes look like, without quoting them (they may hold anything, terminal escapes too)."""
+    head = data[:512]
+    if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+        return "HTML (a web page saved under an image name?)"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:  # not just a character cut at the 512-byte boundary
+            return "binary data"
+    return "text"
 
 
 def _decode(name: str, data: bytes, header: Image.Image, min_size: Optional[int]) -> np.ndarray:

@@ -132,13 +132,15 @@ def read_folder_splits(root: str | os.PathLike, *, check_files: bool = True,
 
 
 def parse_list(list_path: str, root: str, check_files: bool, confine_to: str | None, *,
-               entry: Optional[Callable[[str, bool], tuple[str, Any]]] = None) -> tuple[PackedPaths, Any, list[str]]:
+               entry: Optional[Callable[[str, bool], tuple[str, Any]]] = None,
+               outside_fix: str = "turn confinement off") -> tuple[PackedPaths, Any, list[str]]:
     """Absolute paths (packed), labels and the problems found in one list file (read a line at a time): the one
     reader of ``path label``-style lists (blank lines, UTF-8, tabs, duplicates, confinement, missing images).
 
     ``entry(stripped line, has a tab)`` returns a line's image name and value, or raises ValueError saying
     what is wrong; the default reads ``path label`` with an integer item id (labels as int64), another
-    keeps its values in a list (:func:`read_gallery_list`'s ``(label, product name)``).
+    keeps its values in a list (:func:`read_gallery_list`'s ``(label, product name)``). ``outside_fix`` ends the
+    message about paths outside ``confine_to``.
     """
     items = entry is None
     entry = entry or _entry
@@ -195,7 +197,7 @@ def parse_list(list_path: str, root: str, check_files: bool, confine_to: str | N
         found.append(f"{list_path}: no images listed")
     if check_files or confine_to is not None:
         located, outside = confine_paths([(f"{list_path}:{number}", path) for number, path in zip(numbers.tolist(), paths)],
-                                    confine_to)
+                                    confine_to, fix=outside_fix)
         found.extend(outside)
         if check_files:
             found.extend(missing_file_problems(located, root, "paths are relative to the image root "
@@ -204,22 +206,39 @@ def parse_list(list_path: str, root: str, check_files: bool, confine_to: str | N
 
 
 def read_gallery_list(list_path: str | os.PathLike, *, image_root: str | os.PathLike | None = None,
-                      check_files: bool = True) -> list[tuple[str, str, Optional[str]]]:
+                      check_files: bool = True, allow_outside_root: bool = False) -> list[tuple[str, str, Optional[str]]]:
     """Read ``path label [product name]`` lines into ``(absolute path, label, name or None)`` tuples.
 
     Fields are separated by whitespace, and the product name is the rest of the line (it may contain spaces).
     A line with a tab is split at tabs instead (PP-ShiTu's gallery lists), so paths may contain spaces there.
     Labels are any text. Blank lines are skipped; every problem (a missing field, a duplicate or missing
-    image) is reported at once, as :func:`read_image_list` does.
+    image, an image outside the image root) is reported at once, as :func:`read_image_list` does.
 
     Args:
         list_path: The list file.
         image_root: Folder the paths are relative to; defaults to the list's folder.
         check_files: Also check that every listed image exists.
+        allow_outside_root: Accept paths that resolve outside ``image_root`` (``../``, absolute paths,
+            symlinks out of it); refused by default, so a list cannot reach files it was not meant to.
     """
     list_path = existing_paths([list_path], "gallery list")[0]
     root = os.path.dirname(list_path) if image_root is None else os.path.abspath(os.fspath(image_root))
-    paths, entries, problems = parse_list(list_path, root, check_files, None, entry=_gallery_entry)
+    named: set[str] = set()  # paths of lines split at spaces into path, label and name
+
+    def entry(text: str, tabbed: bool) -> tuple[str, tuple[str, Optional[str]]]:
+        name, value = _gallery_entry(text, tabbed)
+        if not tabbed and value[1] is not None:
+            named.add(name)
+        return name, value
+
+    paths, entries, problems = parse_list(list_path, root, check_files, None if allow_outside_root else root,
+                                          entry=entry, outside_fix="pass --allow-outside-root "
+                                                                  "(read_gallery_list(..., allow_outside_root=True))")
+    spaced = sorted(name for name in named if not os.path.isfile(os.path.join(root, name)))
+    if problems and spaced:
+        problems.append(f"{len(spaced)} line(s) whose image is missing separate path, label and product name with "
+                        f"spaces (first: {spaced[0]!r}); if a path contains spaces, separate the fields with tabs: "
+                        "path<TAB>label<TAB>name")
     raise_problems(problems, f"invalid gallery list {list_path}")
     return [(path, label, name) for path, (label, name) in zip(paths, entries)]
 

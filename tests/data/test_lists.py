@@ -298,3 +298,39 @@ def test_duplicates_agree_with_a_set_based_search():
                     if first.setdefault(item, position) != position]
         assert lists.duplicate_paths(items, np.fromiter(map(hash, items), np.int64)) == expected
         assert lists.duplicate_paths(items, np.zeros(len(items), np.int64)) == expected  # every pair a candidate
+
+
+def test_gallery_lists_stay_inside_their_image_root_unless_allowed(tmp_path):
+    from prodrec.data import read_gallery_list
+
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "a.jpg").write_bytes(b"")
+    (tmp_path / "secret.jpg").write_bytes(b"")
+    (tmp_path / "other.jpg").write_bytes(b"")
+    listing = tmp_path / "shop" / "gallery.txt"
+    listing.write_text(f"a.jpg sku1\n../secret.jpg sku2\n{tmp_path / 'other.jpg'} sku3\n")
+    with pytest.raises(ValueError) as caught:
+        read_gallery_list(listing)
+    message = str(caught.value)
+    assert "2 listed path(s) lie outside the data root" in message and "pass --allow-outside-root" in message
+    assert "gallery.txt:2: " in message and "gallery.txt:3: " in message
+    listing.write_text(f"a.jpg sku1\n../secret.jpg sku2\n")
+    assert [label for _, label, _ in read_gallery_list(listing, allow_outside_root=True)] == ["sku1", "sku2"]
+
+
+def test_missing_images_say_why(tmp_path):
+    from prodrec.data import read_gallery_list
+
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+    (tmp_path / "broken.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (tmp_path / "folder.jpg").mkdir()
+    (tmp_path / "a b.jpg").write_bytes(b"")
+    (tmp_path / "gallery.txt").write_text("loop.jpg sku1\nbroken.jpg sku2\nfolder.jpg sku3\na b.jpg sku4 Oat milk\n")
+    with pytest.raises(ValueError) as caught:
+        read_gallery_list(tmp_path / "gallery.txt")
+    message = str(caught.value)
+    assert "gallery.txt:1: symlink loop: " in message
+    assert f"gallery.txt:2: broken symlink: {tmp_path / 'broken.jpg'} -> {tmp_path / 'nowhere.jpg'}" in message
+    assert "gallery.txt:3: a folder, not an image" in message and "gallery.txt:4: image not found" in message
+    assert "1 line(s) whose image is missing separate path, label and product name with spaces (first: 'a')" \
+        in message and "path<TAB>label<TAB>name" in message
