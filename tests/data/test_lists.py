@@ -314,7 +314,7 @@ def test_gallery_lists_stay_inside_their_image_root_unless_allowed(tmp_path):
     message = str(caught.value)
     assert "2 listed path(s) lie outside the data root" in message and "pass --allow-outside-root" in message
     assert "gallery.txt:2: " in message and "gallery.txt:3: " in message
-    listing.write_text(f"a.jpg sku1\n../secret.jpg sku2\n")
+    listing.write_text("a.jpg sku1\n../secret.jpg sku2\n")
     assert [label for _, label, _ in read_gallery_list(listing, allow_outside_root=True)] == ["sku1", "sku2"]
 
 
