@@ -120,3 +120,30 @@ def test_build_never_overwrites_silently_and_writers_take_turns(shop, tmp_path, 
         holder.kill()
         holder.wait()
     assert "removed 1 images; the gallery holds 2" in run_cli(["index", "remove", "--index", gallery, "--id", "0"])
+
+
+def test_index_add_over_a_file_size_limit_fails_in_one_line_and_keeps_the_gallery(shop, tmp_path, run_cli):
+    import resource
+    import subprocess
+    import sys
+
+    from prodrec.gallery import GalleryIndex
+
+    root, model, splits = shop
+    gallery = tmp_path / "gallery"
+    run_cli(["index", "build", "--checkpoint", model, "--list", root / "gallery.txt", "--output", gallery, "--quiet"])
+    before = GalleryIndex.load(gallery)
+    limit = (gallery / "gen-000001" / "meta.npz").stat().st_size // 2  # the new meta.npz cannot be written
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    added = subprocess.run([sys.executable, "-m", "prodrec", "index", "add", "--index", str(gallery), "--folder",
+                            str(model.parent / "queries"), "--quiet"], capture_output=True, text=True,
+                           timeout=300, preexec_fn=small_files)
+    assert added.returncode == 1 and "Traceback" not in added.stderr
+    (line,) = added.stderr.strip().splitlines()
+    assert line.startswith(f"prodrec index: error: could not save the gallery {gallery}: a file would pass the "
+                           "file-size limit (ulimit -f)") and line.endswith("the gallery is unchanged (still gen-000001)")
+    after = GalleryIndex.load(gallery)
+    assert after.ids.tolist() == before.ids.tolist() and after.labels.tolist() == before.labels.tolist()
