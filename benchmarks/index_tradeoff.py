@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from prodrec.gallery import GalleryIndex
+from prodrec.gallery import GalleryFolder, GalleryIndex
 from prodrec.retrieval import retrieval_metrics
 from prodrec.retrieval import rerank
 from prodrec.retrieval import knn_search, l2_normalize
@@ -175,7 +175,7 @@ def measure_indexes(name: str, data: Dict[str, np.ndarray], args: argparse.Names
         gallery.add(gallery_vectors, labels)
         added = time.perf_counter()
         folder = gallery.save(scratch / "index")
-        size = (folder / "index.faiss").stat().st_size
+        size = (GalleryFolder(folder).current_folder() / "index.faiss").stat().st_size
         shutil.rmtree(folder)
         for value in values:
             if knob:

@@ -112,7 +112,7 @@ def test_cli_searches_with_the_exported_model_and_builds_only_with_the_pytorch_o
     listing.write_text("".join(f"{path} {splits.gallery.classes[label]}\n"
                                for path, label in zip(splits.gallery.paths, splits.gallery.labels)))
     model_file = model.save(tmp_path / "model.pt")
-    build = ["index", "build", "--list", str(listing), "--quiet", "--checkpoint"]
+    build = ["index", "build", "--list", str(listing), "--allow-outside-root", "--quiet", "--checkpoint"]
     assert main([*build, str(model_file), "--output", str(tmp_path / "gallery")]) == 0
     ids = []
     for checkpoint in (model_file, exported):
