@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Callable, Dict
 from prodrec.utils import ProdrecError, atomic_write
 
 __all__ = ["add_commands", "MODEL_FILE"]
@@ -210,8 +209,8 @@ def _search(args: argparse.Namespace) -> int:
         boxes = {image: [known[key]] for image, key in keys.items()}
     results = [(image, recognizer.recognize(image, boxes.get(image))) for image in args.images]
     if args.json:
-        print(json.dumps([{"image": image, "regions": [_as_dict(r) for r in regions]} for image, regions in results],
-                         indent=2))
+        print(json.dumps([{"image": image, "regions": [region.to_json() for region in regions]}
+                          for image, regions in results], indent=2))
         return 0
     for image, regions in results:
         for region in regions:
@@ -220,14 +219,3 @@ def _search(args: argparse.Namespace) -> int:
             for rank, match in enumerate(region.matches, start=1):
                 print(f"  {rank}. {match.label} {match.score:.3f} id {match.id}{f' ({match.name})' if match.name else ''}")
     return 0
-
-
-def _as_dict(region: Any) -> Dict[str, Any]:
-    return {"box": list(region.box), "label": region.label, "accepted": region.accepted, "name": region.name,
-            "score": _finite(region.score),
-            "matches": [{**match._asdict(), "score": _finite(match.score)} for match in region.matches]}
-
-
-def _finite(score: float) -> Any:
-    """The score, or None for the infinite score of an empty gallery (JSON has no infinity)."""
-    return score if math.isfinite(score) else None

@@ -8,7 +8,7 @@ from prodrec.config import SPLITS
 from prodrec.data.aliproducts import read_aliproducts, read_aliproducts_splits
 from prodrec.data.dataset import (ImageDataset, ImageList, RetrievalSplits, check_query_gallery, confine_paths,
                                   raise_problems, read_lines)
-from prodrec.data.decode import ImageReadError, as_rgb_array, load_image
+from prodrec.data.decode import ImageReadError, as_rgb_array, decode_image, load_image
 from prodrec.data.image_check import BAD_IMAGE_POLICIES, check_images, check_splits
 from prodrec.data.inshop import read_inshop, read_inshop_boxes
 from prodrec.data.lists import read_folder_splits, read_image_folder, read_image_list, read_list_splits
@@ -24,6 +24,7 @@ __all__ = [
     "ImageReadError",
     "RetrievalSplits",
     "load_image",
+    "decode_image",
     "as_rgb_array",
     "BAD_IMAGE_POLICIES",
     "check_images",

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from prodrec.utils import ProdrecError, ProdrecTypeError
 
-__all__ = ["ImageReadError", "load_image", "as_rgb_array", "printable_path"]
+__all__ = ["decode_image", "ImageReadError", "load_image", "as_rgb_array", "printable_path"]
 
 
 class ImageReadError(ProdrecError):
@@ -58,6 +58,13 @@ def load_image(path: PathLike, *, min_size: Optional[int] = None) -> np.ndarray:
             data = file.read()
     except OSError as error:
         raise _read_error(name, error.strerror or str(error)) from error
+    return decode_image(data, name, min_size=min_size)
+
+
+def decode_image(data: bytes, name: str = "upload", *, min_size: Optional[int] = None) -> np.ndarray:
+    """:func:`load_image` of bytes already in memory (an upload); ``name`` names them in errors."""
+    if min_size is not None and (isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1):
+        raise ProdrecError(f"decode_image: min_size must be a positive int or None, got {min_size!r}")
     if not data:
         raise _read_error(name, "the file is empty (0 bytes)")
     kind = next((kind for signature, kind in _SIGNATURES if data.startswith(signature)), None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -51,6 +51,17 @@ class Recognition:
     name: Optional[str]
     score: float
     matches: List[Match]
+
+    def to_json(self) -> Dict[str, Any]:
+        """The region as JSON values: what ``prodrec search --json`` prints per region and the service's
+        ``POST /recognize`` returns; an infinite score (an empty gallery) becomes null."""
+        return {"box": list(self.box), "label": self.label, "accepted": self.accepted, "name": self.name,
+                "score": _finite(self.score),
+                "matches": [{**match._asdict(), "score": _finite(match.score)} for match in self.matches]}
+
+
+def _finite(score: float) -> Optional[float]:
+    return score if math.isfinite(score) else None
 
 
 class Recognizer:
