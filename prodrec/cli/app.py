@@ -17,6 +17,7 @@ from prodrec import __version__
 from prodrec.cli.gallery import add_commands as add_index_commands
 from prodrec.cli.paddle import add_commands as add_paddle_commands
 from prodrec.cli.results import add_commands as add_results_commands
+from prodrec.cli.serve import add_commands as add_serve_commands
 from prodrec.config import Override
 from prodrec.utils import ProdrecError
 
@@ -115,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler in add_results_commands(commands).items():  # export, visualize
         commands.choices[name].set_defaults(handler=handler)
     for name, handler in add_paddle_commands(commands).items():  # convert-paddle, export-config
+        commands.choices[name].set_defaults(handler=handler)
+    for name, handler in add_serve_commands(commands).items():  # serve
         commands.choices[name].set_defaults(handler=handler)
     return parser
 

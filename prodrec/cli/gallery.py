@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Dict
 from prodrec.utils import ProdrecError, atomic_write
 
-__all__ = ["add_commands", "MODEL_FILE"]
+__all__ = ["add_commands", "MODEL_FILE", "load_model"]
 
 MODEL_FILE = "embedder.pt"
 
@@ -96,7 +96,7 @@ def _index(args: argparse.Namespace) -> int:
     return {"build": _build, "add": _add, "remove": _remove, "info": _info}[args.index_command](args)
 
 
-def _load_model(path: str, device: str):
+def load_model(path: str, device: str):
     """An Embedder from a checkpoint or saved model, or an ExportedEmbedder when its export JSON lies beside it."""
     from prodrec.models import ExportedEmbedder, metadata_path
     from prodrec.models import Embedder
@@ -129,7 +129,7 @@ def _build(args: argparse.Namespace) -> int:
     if folder.exists() and not args.force:
         raise ProdrecError(f"{args.output} already holds a gallery; add images to it with `prodrec index add --index "
                            f"{args.output}`, replace it with --force, or choose another --output folder")
-    model = _load_model(args.checkpoint, args.device)
+    model = load_model(args.checkpoint, args.device)
     if isinstance(model, ExportedEmbedder):
         raise ProdrecError(f"{args.checkpoint} is an exported model, but the gallery folder keeps the PyTorch model "
                            f"({MODEL_FILE}); build with best.pt or a saved Embedder, then add and search with either")
@@ -153,7 +153,7 @@ def _build(args: argparse.Namespace) -> int:
 def _add(args: argparse.Namespace) -> int:
     from prodrec.gallery import GalleryIndex, add_embedded, check_embedder, embed_images
 
-    model = _load_model(args.checkpoint or os.path.join(args.index, MODEL_FILE), args.device)
+    model = load_model(args.checkpoint or os.path.join(args.index, MODEL_FILE), args.device)
     check_embedder(GalleryIndex.load(args.index), model)  # before embedding: the wrong model fails at once
     embedded = embed_images(model, _images(args), batch_size=args.batch_size, progress=not args.quiet)
     with GalleryIndex.update(args.index, wait=not args.no_wait, on_wait=_waiting(args.index)) as gallery:
@@ -195,7 +195,7 @@ def _search(args: argparse.Namespace) -> int:
     from prodrec.gallery import Recognizer, read_inshop_boxes
 
     gallery = GalleryIndex.load(args.index)
-    model = _load_model(args.checkpoint or os.path.join(args.index, MODEL_FILE), args.device)
+    model = load_model(args.checkpoint or os.path.join(args.index, MODEL_FILE), args.device)
     recognizer = Recognizer(model, gallery, k=args.k, threshold=args.threshold, rerank=args.rerank)
     boxes = {}
     if args.inshop_boxes:

@@ -1,0 +1,141 @@
+"""The gallery a server answers from, and the changes staff make to it while it serves.
+
+:class:`GalleryService` holds the loaded gallery as an immutable snapshot: a search takes the snapshot of
+the moment and never sees half a change. A change (add a product, remove one) goes through
+:meth:`GalleryIndex.update <prodrec.gallery.GalleryIndex.update>`: under the gallery's write lock, the newest
+saved generation is loaded, changed, and saved as the next generation (fsynced, switched atomically) before
+the call returns; then the snapshot is swapped. So an acknowledged change survives ``kill -9``, changes by
+the CLI (``prodrec index add``) are never lost, and the service reloads when another writer has switched
+the generation. One service per gallery folder (``serve.lock``): a second is refused, naming the first's pid.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from prodrec.data import decode_image
+from prodrec.gallery import (EmbeddedImages, GalleryFolder, GalleryIndex, Recognition, Recognizer, add_embedded,
+                             check_embedder)
+from prodrec.models import ImageEmbedder
+from prodrec.utils import FileLock, ProdrecError, atomic_write
+
+__all__ = ["GalleryService", "ProductNotFound", "UPLOADS_FOLDER", "SERVER_LOCK_FILE"]
+
+UPLOADS_FOLDER, SERVER_LOCK_FILE = "uploads", "serve.lock"
+_DEFAULT_THRESHOLD = 0.5
+
+
+class ProductNotFound(ProdrecError):
+    """A label or image id the gallery does not hold."""
+
+
+class GalleryService:
+    """Recognition and product changes on the gallery in ``directory`` with ``embedder``.
+
+    Args:
+        directory: A gallery folder (``prodrec index build``).
+        embedder: The gallery's model (checked against the gallery's record), e.g. a
+            :class:`~prodrec.serving.BatchingEmbedder` around it.
+        threshold: The default acceptance threshold; None takes the gallery's stored one, else 0.5.
+    """
+
+    def __init__(self, directory: Union[str, os.PathLike], embedder: ImageEmbedder, *,
+                 threshold: Optional[float] = None) -> None:
+        self.folder = GalleryFolder(directory)
+        self.embedder = embedder
+        self._server_lock = FileLock(self.folder.directory / SERVER_LOCK_FILE, refusal=lambda owner: (
+            f"another prodrec serve (pid {owner}) serves the gallery {self.folder.directory}; stop it, or point "
+            "this one at another gallery folder"))
+        self._server_lock.acquire()
+        try:
+            self._reload_lock = threading.Lock()
+            self._generation = self.folder.generation()
+            self._gallery = GalleryIndex.load(self.folder.directory)
+            check_embedder(self._gallery, embedder)
+        except BaseException:
+            self._server_lock.release()
+            raise
+        self.threshold = threshold if threshold is not None else _DEFAULT_THRESHOLD
+
+    def close(self) -> None:
+        self._server_lock.release()
+
+    @property
+    def gallery(self) -> GalleryIndex:
+        """The current snapshot (reloaded first if another writer switched the generation)."""
+        generation = self.folder.generation()
+        if generation != self._generation:
+            with self._reload_lock:
+                if generation != self._generation:
+                    self._gallery, self._generation = GalleryIndex.load(self.folder.directory), generation
+        return self._gallery
+
+    def recognize(self, data: bytes, *, k: int = 5, threshold: Optional[float] = None,
+                  boxes: Optional[Sequence[Sequence[float]]] = None) -> List[Recognition]:
+        """The regions of an uploaded photo (its bytes), as ``prodrec search`` finds them."""
+        image = decode_image(data)
+        recognizer = Recognizer(self.embedder, self.gallery, k=k,
+                                threshold=self.threshold if threshold is None else threshold)
+        return recognizer.recognize(image, boxes)
+
+    def products(self) -> List[Dict[str, Any]]:
+        """Every product: label, name (its first named image's) and image count, sorted by label."""
+        gallery, found = self.gallery, {}
+        for label, name in zip(gallery.labels.tolist(), gallery.names.tolist()):
+            entry = found.setdefault(label, {"label": label, "name": None, "images": 0})
+            entry["images"] += 1
+            entry["name"] = entry["name"] or name
+        return [found[label] for label in sorted(found)]
+
+    def add_product(self, label: str, images: Sequence[Tuple[str, bytes]], *, name: Optional[str] = None) -> List[int]:
+        """Embed uploaded ``(file name, bytes)`` images of one product, keep them under ``uploads/``, add them
+        and save the gallery durably; returns their ids."""
+        if not label or not label.strip() or not images:
+            raise ProdrecError("a product needs a non-empty label and at least one image")
+        pixels = [decode_image(data, file_name) for file_name, data in images]  # all refused before any is kept
+        features = self.embedder.embed(pixels).numpy()
+        folder = self.folder.directory / UPLOADS_FOLDER / uuid.uuid4().hex
+        paths = []
+        for number, (file_name, data) in enumerate(images):
+            path = folder / f"{number}{Path(file_name).suffix.lower() or '.img'}"
+            atomic_write(path, lambda temporary, data=data: temporary.write_bytes(data))
+            paths.append(str(path))
+        embedded = EmbeddedImages(features, [label] * len(images), [name] * len(images), paths,
+                                  self.embedder.embedder_info)
+        with GalleryIndex.update(self.folder.directory) as gallery:
+            ids = add_embedded(gallery, embedded)
+        self._swap(gallery)
+        return ids.tolist()
+
+    def remove_product(self, label: str) -> int:
+        """Remove every image of ``label``; returns how many."""
+        with GalleryIndex.update(self.folder.directory) as gallery:
+            if label not in set(gallery.labels):
+                raise ProductNotFound(f"no product {label!r} in the gallery")
+            removed = gallery.remove(label=label, rebuild=gallery.index_type.startswith("HNSW"))
+        self._swap(gallery)
+        return removed
+
+    def remove_image(self, image_id: int) -> None:
+        with GalleryIndex.update(self.folder.directory) as gallery:
+            if image_id not in set(gallery.ids.tolist()):
+                raise ProductNotFound(f"no image {image_id} in the gallery")
+            gallery.remove(ids=[image_id], rebuild=gallery.index_type.startswith("HNSW"))
+        self._swap(gallery)
+
+    def image_path(self, image_id: int) -> Optional[str]:
+        """The file an image was embedded from, when the gallery recorded one."""
+        gallery = self.gallery
+        row = np.searchsorted(gallery.ids, image_id)
+        if row >= len(gallery) or gallery.ids[row] != image_id:
+            raise ProductNotFound(f"no image {image_id} in the gallery")
+        return gallery.paths[row]
+
+    def _swap(self, gallery: GalleryIndex) -> None:
+        with self._reload_lock:
+            self._gallery, self._generation = gallery, self.folder.generation()
