@@ -177,3 +177,48 @@ def test_one_server_per_gallery_and_only_with_its_model(gallery_copy):
     with pytest.raises(ValueError, match="built with another model"):
         GalleryService(folder, other)
     GalleryService(folder, model).close()  # the refused one released the server lock
+
+
+def test_an_acknowledged_add_survives_kill_9_of_the_server(gallery_copy, tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    folder, _, _ = gallery_copy
+    (tmp_path / "token").write_text(TOKEN + "\n")
+
+    def start():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        process = subprocess.Popen([sys.executable, "-m", "prodrec", "serve", "--index", str(folder), "--port",
+                                    str(port), "--token-file", str(tmp_path / "token")], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    return process, url
+            except httpx.TransportError:
+                time.sleep(0.1)
+        process.kill()
+        raise RuntimeError(f"the server did not start: {process.communicate()[1][-2000:]}")
+
+    process, url = start()
+    added = httpx.post(url + "/products", data={"label": "kept"}, files=[("images", ("k.jpg", jpeg(9)))],
+                       headers=AUTH, timeout=60)
+    os.kill(process.pid, signal.SIGKILL)  # right after the acknowledgement
+    process.wait()
+    assert added.status_code == 201
+    process, url = start()  # the server lock of the killed one is gone with it
+    try:
+        labels = {p["label"] for p in httpx.get(url + "/products").json()["products"]}
+        assert "kept" in labels
+        found = httpx.post(url + "/recognize", files={"image": ("k.jpg", jpeg(9))}).json()["regions"][0]
+        assert found["label"] == "kept" and found["matches"][0]["id"] == added.json()["ids"][0]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
