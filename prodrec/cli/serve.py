@@ -21,6 +21,8 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--token-file", help="file holding the write token (or set PRODREC_TOKEN); without one, "
                                             "writes are refused")
+    serve.add_argument("--read-only", action="store_true",
+                       help="searches only; several read-only servers may share a gallery with the one that writes")
     serve.add_argument("--device", default="auto")
     serve.add_argument("--max-batch", type=int, default=32, help="images embedded together at most (default 32)")
     serve.add_argument("--batch-wait-ms", type=float, default=2.0,
@@ -49,11 +51,11 @@ def _serve(args: argparse.Namespace) -> int:
     token = read_token(args.token_file)
     model = load_model(args.checkpoint or os.path.join(args.index, MODEL_FILE), args.device)
     embedder = BatchingEmbedder(model, max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms)
-    service = GalleryService(args.index, embedder)
+    service = GalleryService(args.index, embedder, read_only=args.read_only)
     try:
         app = create_app(service, token=token, max_upload_bytes=int(args.max_upload_mb * (1 << 20)))
         print(f"prodrec serve: {len(service.gallery)} images of {len(service.products())} products from "
-              f"{args.index}; writes {'need the token' if token else 'are off (no token)'}; "
+              f"{args.index}; writes {'off (--read-only)' if args.read_only else 'need the token' if token else 'are off (no token)'}; "
               f"http://{args.host}:{args.port}/", flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:

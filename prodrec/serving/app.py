@@ -12,7 +12,7 @@ from importlib import resources
 from typing import Any, List, Optional
 
 from prodrec.serving.batching import BatchingEmbedder
-from prodrec.serving.service import GalleryService, ProductNotFound
+from prodrec.serving.service import GalleryService, ProductNotFound, ReadOnly
 from prodrec.utils import LockBusy, ProdrecError
 
 __all__ = ["create_app", "MAX_UPLOAD_BYTES"]
@@ -76,7 +76,8 @@ def create_app(service: GalleryService, *, token: Optional[str] = None, max_uplo
 
     @app.exception_handler(ProdrecError)
     async def refused(request: Request, problem: ProdrecError):
-        status = 404 if isinstance(problem, ProductNotFound) else 409 if isinstance(problem, LockBusy) else 400
+        status = (404 if isinstance(problem, ProductNotFound) else 409 if isinstance(problem, LockBusy)
+                  else 403 if isinstance(problem, ReadOnly) else 400)
         return error(status, str(problem))
 
     def authorize(request: Request) -> Optional[Any]:

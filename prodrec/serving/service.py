@@ -24,7 +24,7 @@ from prodrec.gallery import (EmbeddedImages, GalleryFolder, GalleryIndex, Recogn
 from prodrec.models import ImageEmbedder
 from prodrec.utils import FileLock, ProdrecError, atomic_write
 
-__all__ = ["GalleryService", "ProductNotFound", "UPLOADS_FOLDER", "SERVER_LOCK_FILE"]
+__all__ = ["GalleryService", "ProductNotFound", "ReadOnly", "UPLOADS_FOLDER", "SERVER_LOCK_FILE"]
 
 UPLOADS_FOLDER, SERVER_LOCK_FILE = "uploads", "serve.lock"
 _DEFAULT_THRESHOLD = 0.5
@@ -34,6 +34,10 @@ class ProductNotFound(ProdrecError):
     """A label or image id the gallery does not hold."""
 
 
+class ReadOnly(ProdrecError):
+    """A change sent to a read-only service."""
+
+
 class GalleryService:
     """Recognition and product changes on the gallery in ``directory`` with ``embedder``.
 
@@ -41,17 +45,21 @@ class GalleryService:
         directory: A gallery folder (``prodrec index build``).
         embedder: The gallery's model (checked against the gallery's record), e.g. a
             :class:`~prodrec.serving.BatchingEmbedder` around it.
-        threshold: The default acceptance threshold; None takes the gallery's stored one, else 0.5.
+        threshold: The default acceptance threshold (0.5 when None).
+        read_only: Serve searches only: no server lock, so any number of read-only services (processes
+            behind a load balancer) share the folder with the one that writes; each reloads when the
+            gallery's generation changes.
     """
 
     def __init__(self, directory: Union[str, os.PathLike], embedder: ImageEmbedder, *,
-                 threshold: Optional[float] = None) -> None:
+                 threshold: Optional[float] = None, read_only: bool = False) -> None:
         self.folder = GalleryFolder(directory)
-        self.embedder = embedder
+        self.embedder, self.read_only = embedder, read_only
         self._server_lock = FileLock(self.folder.directory / SERVER_LOCK_FILE, refusal=lambda owner: (
-            f"another prodrec serve (pid {owner}) serves the gallery {self.folder.directory}; stop it, or point "
-            "this one at another gallery folder"))
-        self._server_lock.acquire()
+            f"another prodrec serve (pid {owner}) serves the gallery {self.folder.directory} with writes on; stop "
+            "it, or start this one with --read-only"))
+        if not read_only:
+            self._server_lock.acquire()
         try:
             self._reload_lock = threading.Lock()
             self._generation = self.folder.generation()
@@ -63,7 +71,7 @@ class GalleryService:
         self.threshold = threshold if threshold is not None else _DEFAULT_THRESHOLD
 
     def close(self) -> None:
-        self._server_lock.release()
+        self._server_lock.release()  # nothing to release when read-only
 
     @property
     def gallery(self) -> GalleryIndex:
@@ -95,6 +103,7 @@ class GalleryService:
     def add_product(self, label: str, images: Sequence[Tuple[str, bytes]], *, name: Optional[str] = None) -> List[int]:
         """Embed uploaded ``(file name, bytes)`` images of one product, keep them under ``uploads/``, add them
         and save the gallery durably; returns their ids."""
+        self._check_writable()
         if not label or not label.strip() or not images:
             raise ProdrecError("a product needs a non-empty label and at least one image")
         pixels = [decode_image(data, file_name) for file_name, data in images]  # all refused before any is kept
@@ -114,6 +123,7 @@ class GalleryService:
 
     def remove_product(self, label: str) -> int:
         """Remove every image of ``label``; returns how many."""
+        self._check_writable()
         with GalleryIndex.update(self.folder.directory) as gallery:
             if label not in set(gallery.labels):
                 raise ProductNotFound(f"no product {label!r} in the gallery")
@@ -122,6 +132,7 @@ class GalleryService:
         return removed
 
     def remove_image(self, image_id: int) -> None:
+        self._check_writable()
         with GalleryIndex.update(self.folder.directory) as gallery:
             if image_id not in set(gallery.ids.tolist()):
                 raise ProductNotFound(f"no image {image_id} in the gallery")
@@ -135,6 +146,10 @@ class GalleryService:
         if row >= len(gallery) or gallery.ids[row] != image_id:
             raise ProductNotFound(f"no image {image_id} in the gallery")
         return gallery.paths[row]
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnly("this server is read-only (--read-only); send changes to the server that writes")
 
     def _swap(self, gallery: GalleryIndex) -> None:
         with self._reload_lock:

@@ -222,3 +222,19 @@ def test_an_acknowledged_add_survives_kill_9_of_the_server(gallery_copy, tmp_pat
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_read_only_servers_share_the_gallery_and_follow_its_writes(gallery_copy, live_server):
+    folder, model, _ = gallery_copy
+    writer = GalleryService(folder, model)
+    reader = GalleryService(folder, model, read_only=True)
+    try:
+        with live_server(create_app(reader, token=TOKEN)) as server:
+            refused = httpx.delete(server.url + "/products/x", headers=AUTH)
+            assert refused.status_code == 403 and "read-only" in refused.json()["error"]
+            writer.add_product("from-the-writer", [("w.jpg", jpeg(11))])
+            labels = {p["label"] for p in httpx.get(server.url + "/products").json()["products"]}
+            assert "from-the-writer" in labels  # the reader reloaded the new generation
+    finally:
+        reader.close()
+        writer.close()
