@@ -207,3 +207,9 @@ def test_short_recipe_names_missing_data_instead_of_a_traceback(tmp_path):
     done = subprocess.run([sys.executable, str(BENCHMARKS / "short_recipe.py"), "--data-root", str(tmp_path / "none"),
                            "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and done.stderr.startswith("short_recipe.py: error: ") and "Traceback" not in done.stderr
+
+
+def test_gallery_add_prints_the_cost_of_a_durable_add(tmp_path):
+    out = run_script("gallery_add.py", "--sizes", "5", "50", "--dim", "8", "--repeat", "1", cwd=tmp_path)
+    rows = [line for line in out.splitlines() if line.startswith("| 5") or line.startswith("| 50")]
+    assert len(rows) == 2 and all(line.endswith(" ms |") for line in rows)
