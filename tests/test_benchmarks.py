@@ -213,3 +213,14 @@ def test_gallery_add_prints_the_cost_of_a_durable_add(tmp_path):
     out = run_script("gallery_add.py", "--sizes", "5", "50", "--dim", "8", "--repeat", "1", cwd=tmp_path)
     rows = [line for line in out.splitlines() if line.startswith("| 5") or line.startswith("| 50")]
     assert len(rows) == 2 and all(line.endswith(" ms |") for line in rows)
+
+
+def test_serve_load_reports_rates_latencies_and_ratios(tmp_path):
+    pytest.importorskip("fastapi")
+    out = run_script("serve_load.py", "--backbone", "test_resnet", "--image-sizes", "32", "--concurrency", "1", "2",
+                     "--backends", "torch", "--duration", "1", "--gallery", "20", "--output", tmp_path / "out",
+                     cwd=tmp_path)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(results["rows"]) == 4 and all(row["errors"] == 0 and row["requests"] > 0 for row in results["rows"])
+    assert set(results["ratios"]["32-torch"]) == {"service_vs_bare", "batching_gain", "single_latency"}
+    assert "| 32 | torch | on | 2 |" in out and (tmp_path / "out" / "results.md").is_file()
