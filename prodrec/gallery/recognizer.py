@@ -82,42 +82,55 @@ class Recognizer:
 
     def __init__(self, embedder: AnyEmbedder, index: GalleryIndex, *, k: int = 5, threshold: float = 0.5,
                  batch_size: int = 64, rerank: Optional[str] = None) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ProdrecError(f"k must be a positive integer, got {k!r}")
         if rerank is not None and rerank not in RERANK_METHODS:
             raise ProdrecError(f"rerank must be None or one of {sorted(RERANK_METHODS)}, got {rerank!r}")
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-            raise ProdrecError(f"threshold must be a finite number, got {threshold!r}")
         check_embedder(index, embedder)
-        self.embedder, self.index, self.k, self.threshold, self.batch_size = embedder, index, k, threshold, batch_size
+        self.embedder, self.index, self.batch_size = embedder, index, batch_size
+        self.k, self.threshold = _check_k(k), _check_threshold(threshold)
         self.rerank = rerank
 
-    def recognize(self, image: Any, boxes: Optional[Sequence[Sequence[float]]] = None) -> List[Recognition]:
+    def recognize(self, image: Any, boxes: Optional[Sequence[Sequence[float]]] = None, *, k: Optional[int] = None,
+                  threshold: Optional[float] = None) -> List[Recognition]:
         """One :class:`Recognition` per box, or one for the whole image when ``boxes`` is None or empty.
 
         Args:
             image: An image path, a PIL image or an ``HxWx3`` uint8 RGB array.
             boxes: ``(x1, y1, x2, y2)`` pixel boxes (x2, y2 exclusive); clipped to the image.
+            k, threshold: This call's instead of the recognizer's.
 
         Raises:
             ValueError: A box that is malformed, inverted, or outside the image once clipped (all listed).
         """
+        k = self.k if k is None else _check_k(k)
+        threshold = self.threshold if threshold is None else _check_threshold(threshold)
         pixels = as_rgb_array(image)
         height, width = pixels.shape[:2]
         regions = _check_boxes(boxes, width, height) if boxes is not None and len(boxes) else [(0, 0, width, height)]
         crops = [np.ascontiguousarray(pixels[y1:y2, x1:x2]) for x1, y1, x2, y2 in regions]
         features = self.embedder.embed(crops, batch_size=self.batch_size).numpy()
-        found = self.index.search(features, self.k, rerank=self.rerank)
+        found = self.index.search(features, k, rerank=self.rerank)
         results = []
         for row, box in enumerate(regions):
             matches = [Match(label, name, float(score), int(id_)) for label, name, score, id_
                        in zip(found.labels[row], found.names[row], found.scores[row], found.ids[row]) if id_ >= 0]
             score = float(found.scores[row, 0])
-            passed = score >= self.threshold if self.index.metric == "ip" else score <= self.threshold
+            passed = score >= threshold if self.index.metric == "ip" else score <= threshold
             top = matches[0] if matches and passed else None
             results.append(Recognition(box=box, label=top.label if top else UNKNOWN, accepted=top is not None,
                                        name=top.name if top else None, score=score, matches=matches))
         return results
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ProdrecError(f"k must be a positive integer, got {k!r}")
+    return k
+
+
+def _check_threshold(threshold: Any) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise ProdrecError(f"threshold must be a finite number, got {threshold!r}")
+    return threshold
 
 
 def _check_boxes(boxes: Sequence[Sequence[float]], width: int, height: int) -> List[Box]:

@@ -38,6 +38,7 @@ class BatchingEmbedder(ImageEmbedder):
         self.observe = observe
         self.image_size, self.mean, self.std = embedder.image_size, embedder.mean, embedder.std
         self.input_size = embedder.input_size
+        self._info = embedder.embedder_info  # once: an Embedder hashes its weights for it
         self._queue: "queue.Queue[Tuple[torch.Tensor, Future]]" = queue.Queue()
         self._worker = threading.Thread(target=self._run, name="prodrec-batching", daemon=True)
         self._worker.start()
@@ -48,7 +49,8 @@ class BatchingEmbedder(ImageEmbedder):
 
     @property
     def embedder_info(self) -> Dict[str, Any]:
-        return self.embedder.embedder_info
+        """The wrapped model's record, taken when this wrapper was made (the model must not change after)."""
+        return self._info
 
     def embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
         """The wrapped model's features of ``batch``, computed together with other callers' batches."""

@@ -19,8 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from prodrec.data import decode_image
-from prodrec.gallery import (EmbeddedImages, GalleryFolder, GalleryIndex, Recognition, Recognizer, add_embedded,
-                             check_embedder)
+from prodrec.gallery import EmbeddedImages, GalleryFolder, GalleryIndex, Recognition, Recognizer, add_embedded
 from prodrec.models import ImageEmbedder
 from prodrec.utils import FileLock, ProdrecError, atomic_write
 
@@ -55,6 +54,7 @@ class GalleryService:
                  threshold: Optional[float] = None, read_only: bool = False) -> None:
         self.folder = GalleryFolder(directory)
         self.embedder, self.read_only = embedder, read_only
+        self.threshold = threshold if threshold is not None else _DEFAULT_THRESHOLD
         self._server_lock = FileLock(self.folder.directory / SERVER_LOCK_FILE, refusal=lambda owner: (
             f"another prodrec serve (pid {owner}) serves the gallery {self.folder.directory} with writes on; stop "
             "it, or start this one with --read-only"))
@@ -62,13 +62,10 @@ class GalleryService:
             self._server_lock.acquire()
         try:
             self._reload_lock = threading.Lock()
-            self._generation = self.folder.generation()
-            self._gallery = GalleryIndex.load(self.folder.directory)
-            check_embedder(self._gallery, embedder)
+            self._use(GalleryIndex.load(self.folder.directory), self.folder.generation())
         except BaseException:
             self._server_lock.release()
             raise
-        self.threshold = threshold if threshold is not None else _DEFAULT_THRESHOLD
 
     def close(self) -> None:
         self._server_lock.release()  # nothing to release when read-only
@@ -76,20 +73,26 @@ class GalleryService:
     @property
     def gallery(self) -> GalleryIndex:
         """The current snapshot (reloaded first if another writer switched the generation)."""
+        return self._current()[0]
+
+    def _current(self) -> Tuple[GalleryIndex, Recognizer]:
         generation = self.folder.generation()
         if generation != self._generation:
             with self._reload_lock:
                 if generation != self._generation:
-                    self._gallery, self._generation = GalleryIndex.load(self.folder.directory), generation
-        return self._gallery
+                    self._use(GalleryIndex.load(self.folder.directory), generation)
+        return self._snapshot
+
+    def _use(self, gallery: GalleryIndex, generation: Optional[str]) -> None:
+        """Make ``gallery`` the snapshot, with its recognizer (which checks the model against it once)."""
+        self._snapshot = (gallery, Recognizer(self.embedder, gallery, threshold=self.threshold))
+        self._generation = generation
 
     def recognize(self, data: bytes, *, k: int = 5, threshold: Optional[float] = None,
                   boxes: Optional[Sequence[Sequence[float]]] = None) -> List[Recognition]:
         """The regions of an uploaded photo (its bytes), as ``prodrec search`` finds them."""
         image = decode_image(data)
-        recognizer = Recognizer(self.embedder, self.gallery, k=k,
-                                threshold=self.threshold if threshold is None else threshold)
-        return recognizer.recognize(image, boxes)
+        return self._current()[1].recognize(image, boxes, k=k, threshold=threshold)
 
     def products(self) -> List[Dict[str, Any]]:
         """Every product: label, name (its first named image's) and image count, sorted by label."""
@@ -153,4 +156,4 @@ class GalleryService:
 
     def _swap(self, gallery: GalleryIndex) -> None:
         with self._reload_lock:
-            self._gallery, self._generation = gallery, self.folder.generation()
+            self._use(gallery, self.folder.generation())

@@ -61,6 +61,12 @@ def test_threshold_accepts_or_answers_unknown(shop):
     assert accepted.accepted and accepted.label == accepted.matches[0].label and accepted.name is not None
     assert not rejected.accepted and rejected.label == UNKNOWN and rejected.name is None
     assert rejected.matches == accepted.matches and rejected.score == accepted.score
+    recognizer = Recognizer(model, gallery, k=3, threshold=score - 1e-4)  # one call's k and threshold
+    once = recognizer.recognize(stranger, k=1, threshold=score + 1e-4)[0]
+    again = recognizer.recognize(stranger)[0]  # the recognizer's own again
+    assert not once.accepted and len(once.matches) == 1 and again.accepted and again.matches == accepted.matches[:3]
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        recognizer.recognize(stranger, k=0)
 
 
 def test_l2_gallery_accepts_small_distances(shop):
