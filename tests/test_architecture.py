@@ -79,3 +79,9 @@ def test_no_import_cycles():
 def test_no_module_is_over_400_lines():
     long = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > 400}
     assert long == {}
+
+
+def test_test_files_have_unique_names():
+    """pytest imports test files by base name (no packages under tests/): two of one name break collection."""
+    names = [path.name for path in (PACKAGE.parent / "tests").rglob("test_*.py")]
+    assert sorted({name for name in names if names.count(name) > 1}) == []
