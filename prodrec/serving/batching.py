@@ -3,7 +3,8 @@
 :class:`BatchingEmbedder` wraps any :class:`~prodrec.models.ImageEmbedder` and implements the same contract, so
 the :class:`~prodrec.gallery.Recognizer` (and anything else) uses it unchanged. Each caller's preprocessed batch
 goes to a queue; one worker thread takes what arrives within ``max_wait_ms`` of the first (up to ``max_batch``
-images), runs the wrapped model once, and hands each caller its rows.
+images), runs the wrapped model once, and hands each caller its rows. It waits only while other callers of
+:meth:`~BatchingEmbedder.embed` are still preprocessing: a lone request is not delayed.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ class BatchingEmbedder(ImageEmbedder):
         self.input_size = embedder.input_size
         self._info = embedder.embedder_info  # once: an Embedder hashes its weights for it
         self._queue: "queue.Queue[Tuple[torch.Tensor, Future]]" = queue.Queue()
+        self._active, self._active_lock = 0, threading.Lock()  # callers inside embed()
         self._worker = threading.Thread(target=self._run, name="prodrec-batching", daemon=True)
         self._worker.start()
 
@@ -51,6 +53,15 @@ class BatchingEmbedder(ImageEmbedder):
     def embedder_info(self) -> Dict[str, Any]:
         """The wrapped model's record, taken when this wrapper was made (the model must not change after)."""
         return self._info
+
+    def embed(self, images, *, batch_size: int = 64) -> torch.Tensor:
+        with self._active_lock:
+            self._active += 1
+        try:
+            return super().embed(images, batch_size=batch_size)
+        finally:
+            with self._active_lock:
+                self._active -= 1
 
     def embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
         """The wrapped model's features of ``batch``, computed together with other callers' batches."""
@@ -64,6 +75,8 @@ class BatchingEmbedder(ImageEmbedder):
             waiting: List[Tuple[torch.Tensor, Future]] = [first]
             size, deadline = len(first[0]), time.monotonic() + self.max_wait
             while size < self.max_batch:
+                if self._active - len(waiting) - self._queue.qsize() <= 0:
+                    break  # nobody else is on the way
                 try:
                     item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
