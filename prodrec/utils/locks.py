@@ -40,6 +40,7 @@ class FileLock:
     """
 
     _threads: Dict[Path, threading.Lock] = {}
+    _owners: Dict[Path, int] = {}  # the thread holding each lock, to refuse a second take instead of hanging
     _threads_guard = threading.Lock()
 
     def __init__(self, path: Union[str, os.PathLike], *,
@@ -55,8 +56,12 @@ class FileLock:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        key = self.path.resolve()
         with FileLock._threads_guard:
-            thread_lock = FileLock._threads.setdefault(self.path.resolve(), threading.Lock())
+            thread_lock = FileLock._threads.setdefault(key, threading.Lock())
+            if FileLock._owners.get(key) == threading.get_ident():
+                raise LockBusy(f"{self.refusal(str(os.getpid()))} (this thread holds {self.path} already: a write "
+                               "inside another write of the same folder would wait for itself)", str(os.getpid()))
         if not thread_lock.acquire(blocking=False):
             if not wait:
                 raise LockBusy(self.refusal(str(os.getpid())), str(os.getpid()))
@@ -88,6 +93,7 @@ class FileLock:
             thread_lock.release()
             raise
         self._handle, self._thread_lock = handle, thread_lock
+        FileLock._owners[key] = threading.get_ident()
         return self
 
     @property
@@ -96,6 +102,7 @@ class FileLock:
 
     def release(self) -> None:
         if self._handle is not None:
+            FileLock._owners.pop(self.path.resolve(), None)
             self._handle.close()  # closing releases the record lock
             self._handle = None
             self._thread_lock.release()

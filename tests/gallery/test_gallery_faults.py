@@ -246,3 +246,15 @@ def test_a_damaged_generation_says_how_to_recover(tmp_path):
         GalleryIndex.load(directory)
     (directory / "CURRENT").write_text("gen-000001\n")  # the recovery the message describes
     assert answers(GalleryIndex.load(directory)) == answers(gallery)
+
+
+def test_a_save_inside_an_update_of_the_same_folder_is_refused_not_a_hang(tmp_path):
+    from prodrec.utils import LockBusy
+
+    directory = tmp_path / "gallery"
+    saved_gallery(directory)
+    with pytest.raises(LockBusy, match="this thread holds .*write.lock already"):
+        with GalleryIndex.update(directory) as gallery:
+            gallery.save(directory)
+    with GalleryIndex.update(directory) as gallery:  # the lock was released
+        gallery.add(np.ones((1, DIM)), ["after"])
