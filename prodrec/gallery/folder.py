@@ -74,7 +74,9 @@ class GalleryFolder:
         for attempt in range(_LOAD_ATTEMPTS):
             name = self.generation()
             try:
-                return read_generation(self.directory if name is None else self.directory / name, gallery_class)
+                gallery = read_generation(self.directory if name is None else self.directory / name, gallery_class)
+                gallery.generation = name
+                return gallery
             except (FileNotFoundError, ProdrecError):
                 if attempt == _LOAD_ATTEMPTS - 1 or self.generation() == name:
                     raise  # not a writer's switch under this reader: the generation is missing or damaged
@@ -91,7 +93,8 @@ class GalleryFolder:
             self._lock.release()
 
     def save(self, gallery: Any) -> Path:
-        """Write ``gallery`` as a new generation and make it current; inside :meth:`writing`. Returns its folder.
+        """Write ``gallery`` as a new generation and make it current (``gallery.generation`` names it); inside
+        :meth:`writing`. Returns its folder.
 
         Raises:
             ProdrecRuntimeError: A write failed (disk full, file-size limit, permission); the gallery is as
@@ -111,6 +114,7 @@ class GalleryFolder:
             state = f"still {previous}" if previous else "as it was"
             raise ProdrecRuntimeError(f"could not save the gallery {self.directory}: {write_failure(error)}; the "
                                       f"gallery is unchanged ({state})") from error
+        gallery.generation = name
         self._clean()
         return folder
 

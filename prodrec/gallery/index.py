@@ -73,6 +73,9 @@ class GalleryIndex:
             self._columns["features"] = np.empty((0, self.dim), dtype=np.float32)
         self._next_id = 0
         self._gpu = None
+        self.generation: Optional[str] = None
+        """The saved generation this gallery was loaded from or last saved as (None: not from a saved one,
+        or from a 0.1 folder)."""
 
     def save(self, directory: Union[str, os.PathLike], *, wait: bool = True) -> Path:
         """Write the gallery into a folder as its new current generation (:mod:`prodrec.gallery.folder`;

@@ -62,7 +62,7 @@ class GalleryService:
             self._server_lock.acquire()
         try:
             self._reload_lock = threading.Lock()
-            self._use(GalleryIndex.load(self.folder.directory), self.folder.generation())
+            self._use(GalleryIndex.load(self.folder.directory))
         except BaseException:
             self._server_lock.release()
             raise
@@ -80,13 +80,13 @@ class GalleryService:
         if generation != self._generation:
             with self._reload_lock:
                 if generation != self._generation:
-                    self._use(GalleryIndex.load(self.folder.directory), generation)
+                    self._use(GalleryIndex.load(self.folder.directory))
         return self._snapshot
 
-    def _use(self, gallery: GalleryIndex, generation: Optional[str]) -> None:
+    def _use(self, gallery: GalleryIndex) -> None:
         """Make ``gallery`` the snapshot, with its recognizer (which checks the model against it once)."""
         self._snapshot = (gallery, Recognizer(self.embedder, gallery, threshold=self.threshold))
-        self._generation = generation
+        self._generation = gallery.generation  # the one it was read or saved as: a newer one is reloaded
 
     def recognize(self, data: bytes, *, k: int = 5, threshold: Optional[float] = None,
                   boxes: Optional[Sequence[Sequence[float]]] = None) -> List[Recognition]:
@@ -156,4 +156,4 @@ class GalleryService:
 
     def _swap(self, gallery: GalleryIndex) -> None:
         with self._reload_lock:
-            self._use(gallery, self.folder.generation())
+            self._use(gallery)

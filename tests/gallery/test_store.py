@@ -134,7 +134,8 @@ def test_saving_again_replaces_the_files(tmp_path):
     gallery.save(folder)
     # the current generation and the previous one; no temporaries
     assert sorted(p.name for p in folder.iterdir()) == ["CURRENT", "gen-000002", "gen-000003", "write.lock"]
-    assert (folder / "CURRENT").read_text() == "gen-000003\n"
+    assert (folder / "CURRENT").read_text() == "gen-000003\n" and gallery.generation == "gen-000003"
+    assert GalleryIndex.load(folder).generation == "gen-000003" and GalleryIndex(4).generation is None
     assert sorted(p.name for p in (folder / "gen-000003").iterdir()) == ["index.faiss", "meta.json", "meta.npz"]
     loaded = GalleryIndex.load(folder)
     assert "sku-25" not in set(loaded.labels) and len(loaded) == len(gallery)
