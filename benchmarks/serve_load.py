@@ -173,7 +173,10 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if min(args.image_sizes + args.concurrency + [args.gallery]) < 1 or args.duration <= 0:
+        parser.error("--image-sizes, --concurrency and --gallery must be positive and --duration > 0")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     most = max(args.concurrency)

@@ -48,6 +48,9 @@ def _serve(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError as error:
         raise ImportError("prodrec serve needs the serving extra: pip install 'prodrec[serve]'") from error
+    if args.max_upload_mb <= 0 or args.batch_wait_ms < 0 or not 0 < args.port < 65536:
+        raise ProdrecError(f"--max-upload-mb must be > 0, --batch-wait-ms >= 0 and --port in 1..65535; got "
+                           f"{args.max_upload_mb}, {args.batch_wait_ms} and {args.port}")
     token = read_token(args.token_file)
     model = load_model(args.checkpoint or os.path.join(args.index, MODEL_FILE), args.device)
     embedder = BatchingEmbedder(model, max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms)

@@ -124,3 +124,16 @@ def test_the_cli_prints_refused_input_and_lets_bugs_raise(monkeypatch, capsys, e
     else:
         with pytest.raises(type(error)):
             main(["make-synthetic", "somewhere"])
+
+
+def test_serve_refuses_bad_settings_before_loading_anything(tmp_path):
+    from prodrec.cli import main
+
+    (tmp_path / "empty-token").write_text("\n")
+    for flags, message in ((["--max-upload-mb", "0"], "--max-upload-mb must be > 0"),
+                           (["--port", "70000"], "--port in 1..65535"),
+                           (["--token-file", str(tmp_path / "empty-token")], "is empty; write the token into it")):
+        args = build_parser().parse_args(["serve", "--index", str(tmp_path), *flags])
+        with pytest.raises(ValueError, match=message):
+            args.handler(args)
+    assert main(["serve", "--index", str(tmp_path), "--port", "0"]) == 1
