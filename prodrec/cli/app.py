@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-map", action="store_true", help="skip mAP (needs the full ranking)")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--open-set", action="store_true",
+                          help="also FRR at FAR 0.1, 0.01, 0.001 with half the query products left out of the gallery")
+    evaluate.add_argument("--seed", type=int, default=0, help="--open-set: which half of the products is unknown")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
     embed = commands.add_parser("embed", help="write L2-normalised embeddings of images to a .npy file")
@@ -192,19 +195,33 @@ def _ppcls_config(args: argparse.Namespace, data: dict):
 
 def _eval(args: argparse.Namespace) -> int:
     from prodrec.data import read_splits
-    from prodrec.retrieval import evaluate
+    from prodrec.retrieval import evaluate_embeddings, extract_embeddings, open_set_rates
     from prodrec.models import Embedder
     from prodrec.train import resolve_device
 
     device = resolve_device(args.device)
     model = Embedder.load(args.checkpoint).to(device)
     splits = read_splits(args.dataset or "inshop", args.data_root)
-    metrics = evaluate(model, splits.query, splits.gallery, ks=args.k, compute_map=not args.no_map,
-                       batch_size=args.batch_size, progress=not args.json)
+    features = {name: extract_embeddings(model, images, batch_size=args.batch_size, progress=not args.json,
+                                         desc=f"embed {name}")
+                for name, images in (("query", splits.query), ("gallery", splits.gallery))}
+    metrics = evaluate_embeddings(features["query"], splits.query.labels, features["gallery"], splits.gallery.labels,
+                                  ks=args.k, compute_map=not args.no_map)
+    if args.open_set:
+        metrics.update(open_set_rates(features["query"], splits.query.labels, features["gallery"],
+                                      splits.gallery.labels, seed=args.seed))
     if args.json:
         print(json.dumps(metrics, indent=2))
-    else:
-        _print_metrics(f"{args.checkpoint} on {args.data_root}", {"eval": metrics})
+        return 0
+    _print_metrics(f"{args.checkpoint} on {args.data_root}", {"eval": metrics})
+    if args.open_set:
+        print(f"open set: {metrics['open_set/known_queries']} queries of gallery products, "
+              f"{metrics['open_set/unknown_queries']} of products left out (seed {args.seed})")
+        for key in [key for key in metrics if key.startswith("frr@")]:
+            far, frr = key.split("=")[1], metrics[key]
+            print(f"  FRR at FAR {far}: " + (f"{100 * frr:.2f}% (threshold {metrics['threshold@far=' + far]:.4f})"
+                                             if frr is not None else "not measurable with these queries (smallest "
+                                             f"supported FAR {metrics['open_set/min_supported_far']:.2g})"))
     return 0
 
 

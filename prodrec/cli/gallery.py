@@ -12,12 +12,11 @@ import os
 import sys
 from pathlib import Path
 from typing import Callable, Dict
+from prodrec.cli.calibrate import add_calibrate, describe_calibration
+from prodrec.cli.models import MODEL_FILE, load_model
 from prodrec.utils import ProdrecError, atomic_write
 
 __all__ = ["add_commands", "MODEL_FILE", "load_model"]
-
-MODEL_FILE = "embedder.pt"
-
 
 def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[argparse.Namespace], int]]:
     """Add ``index`` and ``search`` to a ``prodrec`` subparsers object; returns ``{command: handler}``."""
@@ -49,6 +48,8 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
     remove.add_argument("--rebuild", action="store_true", help="rebuild from kept features (needed for HNSW)")
     _add_wait_arg(remove)
 
+    calibrate = add_calibrate(actions, MODEL_FILE)
+
     info = actions.add_parser("info", help="describe a gallery")
     info.add_argument("--index", required=True, help="gallery folder")
     info.add_argument("--json", action="store_true", help="print as JSON")
@@ -58,14 +59,16 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
     search.add_argument("--index", required=True, help="gallery folder (from prodrec index build)")
     search.add_argument("--checkpoint", help=f"model or its export (default: the gallery's {MODEL_FILE})")
     search.add_argument("--k", type=int, default=5, help="gallery matches per region (default 5)")
-    search.add_argument("--threshold", type=float, default=0.5, help="accept the top-1 at this score (default 0.5)")
+    search.add_argument("--threshold", type=float,
+                        help="accept the top-1 at this score (default: the gallery's calibrated threshold, else 0.5)")
     search.add_argument("--inshop-boxes", metavar="ROOT",
                         help="crop each image to its box in ROOT/Anno/list_bbox_inshop.txt (images under ROOT)")
     search.add_argument("--rerank", choices=["qe", "k-reciprocal"],
                         help="re-rank the matches: query expansion or k-reciprocal (scores change meaning)")
     search.add_argument("--device", default="auto")
     search.add_argument("--json", action="store_true", help="print the results as JSON")
-    return {"index": _index, "search": _search}
+    return {"index": lambda args: {"build": _build, "add": _add, "remove": _remove, "info": _info,
+                                   "calibrate": calibrate}[args.index_command](args), "search": _search}
 
 
 def _add_image_args(parser: argparse.ArgumentParser) -> None:
@@ -90,23 +93,6 @@ def _waiting(folder: str) -> Callable[[str], None]:
         print(f"prodrec: waiting for process {owner}, which is writing the gallery {folder}", file=sys.stderr,
               flush=True)
     return say
-
-
-def _index(args: argparse.Namespace) -> int:
-    return {"build": _build, "add": _add, "remove": _remove, "info": _info}[args.index_command](args)
-
-
-def load_model(path: str, device: str):
-    """An Embedder from a checkpoint or saved model, or an ExportedEmbedder when its export JSON lies beside it."""
-    from prodrec.models import ExportedEmbedder, metadata_path
-    from prodrec.models import Embedder
-    from prodrec.train import resolve_device
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model file {path} not found; pass --checkpoint with the gallery's model")
-    if metadata_path(path).is_file():
-        return ExportedEmbedder(path, device=resolve_device(device).type)
-    return Embedder.load(path).to(resolve_device(device))
 
 
 def _images(args: argparse.Namespace):
@@ -181,11 +167,16 @@ def _info(args: argparse.Namespace) -> int:
             "dim": gallery.dim, "images": len(gallery), "products": len(set(gallery.labels)),
             "nprobe": gallery.nprobe, "ef_search": gallery.ef_search, "features_kept": gallery.keep_features,
             "file_bytes": files, "bytes_per_image": round(sum(files.values()) / max(len(gallery), 1)),
-            "embedder": gallery.embedder_info}
+            "embedder": gallery.embedder_info, "changes": gallery.changes,
+            "calibration": None if gallery.calibration is None else {
+                **gallery.calibration.to_json(), "changes_since": gallery.changes - gallery.calibration.changes}}
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     for key, value in info.items():
+        if key == "calibration":
+            value = ("none: searches accept at 0.5; choose one with prodrec index calibrate" if value is None
+                     else describe_calibration(gallery.calibration, gallery.changes))
         print(f"{key:16}{value}")
     return 0
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-from prodrec.cli.gallery import MODEL_FILE, load_model
+from prodrec.cli.models import MODEL_FILE, load_model
 from prodrec.utils import ProdrecError
 
 __all__ = ["add_commands", "read_token"]

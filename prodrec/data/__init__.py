@@ -12,7 +12,7 @@ from prodrec.data.decode import ImageReadError, as_rgb_array, decode_image, load
 from prodrec.data.image_check import BAD_IMAGE_POLICIES, check_images, check_splits
 from prodrec.data.inshop import read_inshop, read_inshop_boxes
 from prodrec.data.lists import read_folder_splits, read_image_folder, read_image_list, read_list_splits
-from prodrec.data.gallery_list import read_gallery_list
+from prodrec.data.gallery_list import read_gallery_list, read_unknown_list
 from prodrec.data.sampling import EpochBatches, SeededSamples, apply_small_class_policy
 from prodrec.data.synthetic import make_synthetic_inshop
 from prodrec.data.transforms import ImageTransform, eval_transform, train_transform
@@ -33,6 +33,7 @@ __all__ = [
     "read_image_list",
     "read_inshop_boxes",
     "read_gallery_list",
+    "read_unknown_list",
     "read_image_folder",
     "read_list_splits",
     "read_folder_splits",

@@ -9,7 +9,7 @@ from prodrec.data.dataset import raise_problems
 from prodrec.data.lists import existing_paths, parse_list
 from prodrec.utils import ProdrecError
 
-__all__ = ["read_gallery_list"]
+__all__ = ["read_gallery_list", "read_unknown_list"]
 
 
 def read_gallery_list(list_path: str | os.PathLike, *, image_root: str | os.PathLike | None = None,
@@ -48,6 +48,25 @@ def read_gallery_list(list_path: str | os.PathLike, *, image_root: str | os.Path
                         "path<TAB>label<TAB>name")
     raise_problems(problems, f"invalid gallery list {list_path}")
     return [(path, label, name) for path, (label, name) in zip(paths, entries)]
+
+
+def read_unknown_list(list_path: str | os.PathLike, *, image_root: str | os.PathLike | None = None,
+                      allow_outside_root: bool = False) -> list[tuple[str, Optional[str]]]:
+    """Read ``path [label]`` lines (images of products a gallery does not hold) into ``(absolute path, label or
+    None)`` tuples, with :func:`read_gallery_list`'s grammar and checks (every image must exist)."""
+    list_path = existing_paths([list_path], "list of unknown-product images")[0]
+    root = os.path.dirname(list_path) if image_root is None else os.path.abspath(os.fspath(image_root))
+
+    def entry(text: str, tabbed: bool) -> tuple[str, Optional[str]]:
+        fields = [field.strip() for field in text.split("\t")] if tabbed else text.split()
+        if not fields[0] or len(fields) > 2:
+            raise ProdrecError(f"expected 'path [label]' (a tab between them when the path has spaces), got {text!r}")
+        return fields[0], fields[1] if len(fields) == 2 and fields[1] else None
+
+    paths, labels, problems = parse_list(list_path, root, True, None if allow_outside_root else root, entry=entry,
+                                         outside_fix="pass --allow-outside-root")
+    raise_problems(problems, f"invalid list {list_path}")
+    return list(zip(paths, labels))
 
 
 def _gallery_entry(text: str, tabbed: bool) -> tuple[str, tuple[str, Optional[str]]]:

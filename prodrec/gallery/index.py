@@ -17,6 +17,7 @@ import numpy as np
 
 from prodrec.retrieval import METRICS, check_index_type, faiss_message, new_faiss_index, search_knob
 from prodrec.retrieval import rerank_gallery
+from prodrec.gallery.calibrate import Calibration
 from prodrec.gallery.folder import GalleryFolder
 from prodrec.retrieval import import_faiss, use_faiss_gpu, l2_normalize
 from prodrec.utils import ProdrecError, ProdrecRuntimeError, check_positive_int
@@ -76,6 +77,15 @@ class GalleryIndex:
         self.generation: Optional[str] = None
         """The saved generation this gallery was loaded from or last saved as (None: not from a saved one,
         or from a 0.1 folder)."""
+        self.changes = 0
+        """Images added and removed since the gallery was made (saved with it)."""
+        self.calibration: Optional[Calibration] = None
+        """The stored acceptance threshold and how it was chosen (:func:`prodrec.gallery.calibrate_gallery`)."""
+
+    @property
+    def threshold(self) -> Optional[float]:
+        """The calibrated acceptance threshold, or None when the gallery has none."""
+        return None if self.calibration is None else self.calibration.threshold
 
     def save(self, directory: Union[str, os.PathLike], *, wait: bool = True) -> Path:
         """Write the gallery into a folder as its new current generation (:mod:`prodrec.gallery.folder`;
@@ -174,6 +184,7 @@ class GalleryIndex:
         new = {"ids": ids, "labels": labels, "names": names, "paths": paths, "features": features}
         self._columns = {key: np.concatenate([column, new[key]]) for key, column in self._columns.items()}
         self._next_id += count
+        self.changes += count
         self._gpu = None
         return ids
 
@@ -197,6 +208,7 @@ class GalleryIndex:
                                f"{wanted[~found][:20].tolist()} ({int((~found).sum())} in all); nothing was removed")
         if rebuild:
             self._rebuild(self.index_type, keep=~where)
+            self.changes += int(where.sum())
             return int(where.sum())
         try:
             removed = self._index.remove_ids(self.ids[where])
@@ -208,6 +220,7 @@ class GalleryIndex:
             raise ProdrecRuntimeError(f"the faiss index removed {removed} of the {int(where.sum())} images its metadata "
                                       "lists: index and metadata disagree; rebuild the gallery")
         self._columns = {key: column[~where] for key, column in self._columns.items()}
+        self.changes += int(removed)
         self._gpu = None
         return int(removed)
 

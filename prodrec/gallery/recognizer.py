@@ -1,7 +1,8 @@
 """Recognise products in a photo: embed each box (or the whole image), search the gallery, accept or not.
 
-As in PP-ShiTu, the top-1 gallery match names the product when its score passes a threshold (0.5 cosine
-similarity by default) and the region is ``unknown`` otherwise; without boxes the whole image is one region.
+As in PP-ShiTu, the top-1 gallery match names the product when its score passes a threshold (the gallery's
+calibrated one when it has one, else PP-ShiTu's 0.5 cosine similarity) and the region is ``unknown``
+otherwise; without boxes the whole image is one region.
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from prodrec.gallery.index import GalleryIndex
 from prodrec.retrieval import RERANK_METHODS
 from prodrec.utils import ProdrecError
 
-__all__ = ["UNKNOWN", "Match", "Recognition", "Recognizer", "read_inshop_boxes"]
+__all__ = ["UNKNOWN", "DEFAULT_THRESHOLD", "Match", "Recognition", "Recognizer", "read_inshop_boxes"]
 
 UNKNOWN = "unknown"
+DEFAULT_THRESHOLD = 0.5  # PP-ShiTu's, for a gallery without a calibrated one
 Box = Tuple[int, int, int, int]
 
 
@@ -73,19 +75,23 @@ class Recognizer:
         index: The gallery.
         k: Gallery matches reported per region.
         threshold: Accept the top-1 label when its score is at least this (``metric="ip"``: a cosine
-            similarity) or, for an ``l2`` gallery, at most this (a squared distance).
+            similarity) or, for an ``l2`` gallery, at most this (a squared distance). None: the gallery's
+            calibrated threshold (``prodrec index calibrate``) when it has one and ``rerank`` is None, else
+            ``DEFAULT_THRESHOLD`` (0.5).
         batch_size: Regions embedded per forward pass.
         rerank: ``None``, ``"qe"`` or ``"k-reciprocal"``: re-rank the gallery matches
             (:meth:`GalleryIndex.search <prodrec.gallery.GalleryIndex.search>`). The threshold then applies to
             the re-ranked score (k-reciprocal: 1 - the re-ranked distance), so tune it for that score.
     """
 
-    def __init__(self, embedder: AnyEmbedder, index: GalleryIndex, *, k: int = 5, threshold: float = 0.5,
+    def __init__(self, embedder: AnyEmbedder, index: GalleryIndex, *, k: int = 5, threshold: Optional[float] = None,
                  batch_size: int = 64, rerank: Optional[str] = None) -> None:
         if rerank is not None and rerank not in RERANK_METHODS:
             raise ProdrecError(f"rerank must be None or one of {sorted(RERANK_METHODS)}, got {rerank!r}")
         check_embedder(index, embedder)
         self.embedder, self.index, self.batch_size = embedder, index, batch_size
+        if threshold is None:
+            threshold = index.threshold if index.threshold is not None and rerank is None else DEFAULT_THRESHOLD
         self.k, self.threshold = _check_k(k), _check_threshold(threshold)
         self.rerank = rerank
 

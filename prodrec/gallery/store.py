@@ -6,7 +6,9 @@ files (:mod:`prodrec.gallery.folder` keeps the generations).
   ``features`` (float32 ``[N, dim]``); read with ``allow_pickle=False``.
 - ``meta.json``: ``format`` (``prodrec.gallery.build``), ``version``, ``dim``, ``metric``, ``index_type``, ``count``,
   ``next_id``, ``keep_features``, ``embedder`` (backbone, embedding size, preprocessing, weights hash, or
-  null) and ``files``: the sha256 and size of the two other files.
+  null), ``changes`` (images added and removed since it was made), ``calibration`` (the stored threshold and
+  how it was chosen, or null; both added in 0.2 and optional) and ``files``: the sha256 and size of the two
+  other files.
 
 Each file is written to a temporary name, fsynced and renamed; ``meta.json`` goes last. Loading checks format,
 version and checksums before faiss reads a byte, then that dimension, metric, count and ids agree across the
@@ -23,6 +25,7 @@ from typing import Any, Callable, Union
 import numpy as np
 
 from prodrec import __version__
+from prodrec.gallery.calibrate import Calibration
 from prodrec.retrieval import METRICS, check_index_type, import_faiss
 from prodrec.utils import ProdrecError, atomic_write, file_sha256
 
@@ -56,7 +59,8 @@ def write_generation(gallery: Any, directory: Union[str, os.PathLike]) -> Path:
     meta = {"format": GALLERY_FORMAT, "version": GALLERY_VERSION, "prodrec_version": __version__,
             "dim": gallery.dim, "metric": gallery.metric, "index_type": gallery.index_type, "count": len(gallery),
             "next_id": gallery._next_id, "keep_features": gallery.features is not None,
-            "embedder": gallery.embedder_info, "files": files}
+            "embedder": gallery.embedder_info, "changes": gallery.changes,
+            "calibration": None if gallery.calibration is None else gallery.calibration.to_json(), "files": files}
     text = json.dumps(meta, indent=2) + "\n"
     _write_atomic(directory / _META_FILE, lambda path: Path(path).write_text(text, encoding="utf-8"))
     return directory
@@ -106,6 +110,8 @@ def read_generation(directory: Union[str, os.PathLike], gallery_class: Callable[
         gallery._columns["features"] = np.ascontiguousarray(arrays["features"], dtype=np.float32)
     gallery._next_id = meta["next_id"]
     gallery.embedder_info = meta["embedder"]
+    gallery.changes = meta["changes"]
+    gallery.calibration = None if meta["calibration"] is None else Calibration.from_json(meta["calibration"], str(meta_path))
     return gallery
 
 
@@ -168,6 +174,10 @@ def _read_meta(path: Path) -> dict:
         raise ProdrecError(f"{path}: invalid gallery metadata: {'; '.join(problems)}")
     check_index_type(meta["index_type"], meta["dim"])
     meta.setdefault("embedder", None)
+    meta.setdefault("changes", 0)
+    meta.setdefault("calibration", None)
+    if isinstance(meta["changes"], bool) or not isinstance(meta["changes"], int) or meta["changes"] < 0:
+        raise ProdrecError(f"{path}: invalid gallery metadata: 'changes' must be an int >= 0")
     return meta
 
 

@@ -102,6 +102,7 @@ def create_app(service: GalleryService, *, token: Optional[str] = None, max_uplo
         products.set(len(set(gallery.labels)))
         return {"status": "ok", "images": len(gallery), "products": len(set(gallery.labels)),
                 "generation": service.folder.generation(), "index_type": gallery.index_type,
+                "threshold": service.default_threshold, "calibrated": gallery.calibration is not None,
                 "embedder": gallery.embedder_info}
 
     @app.post("/recognize")

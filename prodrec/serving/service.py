@@ -26,7 +26,6 @@ from prodrec.utils import FileLock, ProdrecError, atomic_write
 __all__ = ["GalleryService", "ProductNotFound", "ReadOnly", "UPLOADS_FOLDER", "SERVER_LOCK_FILE"]
 
 UPLOADS_FOLDER, SERVER_LOCK_FILE = "uploads", "serve.lock"
-_DEFAULT_THRESHOLD = 0.5
 
 
 class ProductNotFound(ProdrecError):
@@ -44,7 +43,8 @@ class GalleryService:
         directory: A gallery folder (``prodrec index build``).
         embedder: The gallery's model (checked against the gallery's record), e.g. a
             :class:`~prodrec.serving.BatchingEmbedder` around it.
-        threshold: The default acceptance threshold (0.5 when None).
+        threshold: The default acceptance threshold; None: the gallery's calibrated one when it has one,
+            else 0.5 (:class:`~prodrec.gallery.Recognizer`).
         read_only: Serve searches only: no server lock, so any number of read-only services (processes
             behind a load balancer) share the folder with the one that writes; each reloads when the
             gallery's generation changes.
@@ -54,7 +54,7 @@ class GalleryService:
                  threshold: Optional[float] = None, read_only: bool = False) -> None:
         self.folder = GalleryFolder(directory)
         self.embedder, self.read_only = embedder, read_only
-        self.threshold = threshold if threshold is not None else _DEFAULT_THRESHOLD
+        self.threshold = threshold
         self._server_lock = FileLock(self.folder.directory / SERVER_LOCK_FILE, refusal=lambda owner: (
             f"another prodrec serve (pid {owner}) serves the gallery {self.folder.directory} with writes on; stop "
             "it, or start this one with --read-only"))
@@ -74,6 +74,11 @@ class GalleryService:
     def gallery(self) -> GalleryIndex:
         """The current snapshot (reloaded first if another writer switched the generation)."""
         return self._current()[0]
+
+    @property
+    def default_threshold(self) -> float:
+        """The threshold a recognition without one uses (the gallery's calibrated one, when it has one)."""
+        return self._current()[1].threshold
 
     def _current(self) -> Tuple[GalleryIndex, Recognizer]:
         generation = self.folder.generation()

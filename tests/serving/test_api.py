@@ -238,3 +238,25 @@ def test_read_only_servers_share_the_gallery_and_follow_its_writes(gallery_copy,
     finally:
         reader.close()
         writer.close()
+
+
+def test_recognize_uses_the_gallery_s_calibrated_threshold(served, gallery_copy):
+    from prodrec.gallery import GalleryIndex
+
+    server, service, splits = served
+    assert httpx.get(server.url + "/health").json()["threshold"] == 0.5
+
+    def recognize(**params):
+        answer = httpx.post(server.url + "/recognize", files={"image": ("q.jpg", jpeg(7), "image/jpeg")}, params=params)
+        return answer.json()["regions"][0]
+
+    score = recognize()["score"]
+    with GalleryIndex.update(gallery_copy[0]) as gallery:  # as prodrec index calibrate stores one
+        from prodrec.gallery import calibrate_gallery
+
+        calibration = calibrate_gallery(gallery, far=0.5, unknown_features=np.eye(16)[:4])
+        gallery.calibration = type(calibration)(**{**calibration.to_json(), "threshold": score + 1e-3})
+    health = httpx.get(server.url + "/health").json()
+    assert health["threshold"] == pytest.approx(score + 1e-3) and health["calibrated"]
+    assert not recognize()["accepted"]  # the stored threshold is the default now
+    assert recognize(threshold=score - 1e-3)["accepted"]  # the request's own wins
