@@ -224,3 +224,23 @@ def test_serve_load_reports_rates_latencies_and_ratios(tmp_path):
     assert len(results["rows"]) == 4 and all(row["errors"] == 0 and row["requests"] > 0 for row in results["rows"])
     assert set(results["ratios"]["32-torch"]) == {"service_vs_bare", "batching_gain", "single_latency"}
     assert "| 32 | torch | on | 2 |" in out and (tmp_path / "out" / "results.md").is_file()
+
+
+def test_calibration_check_splits_products_three_ways_and_measures_unseen_ones(tmp_path):
+    from prodrec.data import make_synthetic_inshop
+
+    root = make_synthetic_inshop(tmp_path / "data", items=24, views=4, image_size=32, progress=False).root
+    torch.manual_seed(0)
+    Embedder("resnet18d", embedding_size=16, image_size=32).save(tmp_path / "model.pt")
+    stdout = run_script("calibration_check.py", "--data-root", root, "--dataset", "inshop", "--checkpoint",
+                        tmp_path / "model.pt", "--far", 0.5, 0.3, "--seeds", 0, 1, "--output", tmp_path / "out",
+                        "--plot", tmp_path / "plot.png", cwd=tmp_path)
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(row["seed"], row["far_target"]) for row in rows] == [(0, 0.5), (0, 0.3), (1, 0.5), (1, 0.3)]
+    for row in rows:
+        assert row["calibration_far"] <= row["far_target"] and row["calibration_queries"] == 24
+        assert 0 <= row["measured_far"] <= 1 and row["test_queries"] == 12 + 12  # 6 products' queries, 3 unknown
+    assert "| 0.3 |" in stdout and (tmp_path / "plot.png").read_bytes().startswith(PNG_SIGNATURE)
+    gallery, calibration, test = load_script("calibration_check.py").split_products(np.arange(10), 0, 0.5)
+    assert len(gallery) == 5 and len(calibration) == 2 and len(test) == 3
+    assert not set(gallery) & set(calibration) and not set(calibration) & set(test)

@@ -1,4 +1,5 @@
-"""A picture of a threshold choice: FAR and FRR against the threshold, and the DET curve (FRR against FAR)."""
+"""A picture of a threshold choice: FAR and FRR against the threshold, and the DET curve (FRR against FAR, the
+FAR on a log axis)."""
 from __future__ import annotations
 
 import os
@@ -13,7 +14,7 @@ __all__ = ["plot_error_rates"]
 
 def plot_error_rates(outcomes: TopOneOutcomes, path: Union[str, os.PathLike],
                      choice: Optional[Any] = None, *, title: str = "") -> None:
-    """Draw FAR and FRR against the threshold (left) and FRR against FAR on log axes (right) into an image
+    """Draw FAR and FRR against the threshold (left) and FRR against FAR, FAR on a log axis (right) into an image
     file (PNG, SVG, PDF by its suffix), marking ``choice`` (a :class:`ThresholdChoice` or a gallery's
     ``Calibration``). Needs matplotlib (``pip install matplotlib``)."""
     try:
@@ -36,8 +37,8 @@ def plot_error_rates(outcomes: TopOneOutcomes, path: Union[str, os.PathLike],
     left.set_xlabel("threshold (top-1 score)" + ("" if outcomes.higher_is_better else ", accepted at or below"))
     left.set_ylabel("rate")
     floor = 0.5 / outcomes.queries
-    right.loglog(np.maximum(rates["far"], floor), np.maximum(rates["frr"], floor), color="#1e8449", drawstyle="steps-post")
-    right.set_ylim(top=1.1)
+    right.semilogx(np.maximum(rates["far"], floor), rates["frr"], color="#1e8449", drawstyle="steps-post")
+    right.set_ylim(0, 1.02)
     right.set_xlabel(f"FAR (0 drawn at {floor:.1g})")
     right.set_ylabel("FRR")
     right.set_title("DET curve")
@@ -46,7 +47,7 @@ def plot_error_rates(outcomes: TopOneOutcomes, path: Union[str, os.PathLike],
                      label=f"threshold {choice.threshold:.4f}: FAR {choice.far:.4f}, FRR {_rate(choice.frr)}")
         left.axhline(choice.far_target, color="#c0392b", linestyle=":", label=f"target FAR {choice.far_target:g}")
         if choice.frr is not None:
-            right.plot([max(choice.far, floor)], [max(choice.frr, floor)], "ko")
+            right.plot([max(choice.far, floor)], [choice.frr], "ko")
     left.legend(fontsize=8)
     left.set_title(title or f"{len(outcomes.known_scores)} known + {len(outcomes.unknown_scores)} unknown queries")
     for axes in (left, right):
