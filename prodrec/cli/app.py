@@ -1,4 +1,4 @@
-"""The ``prodrec`` command line: train, eval, embed, demo, make-synthetic, convert-paddle, export-config,
+"""The ``prodrec`` command line: train, eval, embed, demo, make-synthetic, make-shelves, convert-paddle, export-config,
 index, search.
 
 Heavy libraries are imported inside the command functions so ``prodrec --help`` is instant.
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from prodrec import __version__
+from prodrec.cli.detect import add_commands as add_detect_commands
 from prodrec.cli.gallery import add_commands as add_index_commands
 from prodrec.cli.paddle import add_commands as add_paddle_commands
 from prodrec.cli.results import add_commands as add_results_commands
@@ -121,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler in add_paddle_commands(commands).items():  # convert-paddle, export-config
         commands.choices[name].set_defaults(handler=handler)
     for name, handler in add_serve_commands(commands).items():  # serve
+        commands.choices[name].set_defaults(handler=handler)
+    for name, handler in add_detect_commands(commands).items():  # make-shelves
         commands.choices[name].set_defaults(handler=handler)
     return parser
 

@@ -1,4 +1,5 @@
-"""Data: listings (readers), images, albumentations pipelines, PK sampling, synthetic products."""
+"""Data: listings (readers), images, albumentations pipelines, PK sampling, synthetic products, detection sets
+(COCO / SKU-110K boxes) and synthetic shelf scenes."""
 from __future__ import annotations
 
 import os
@@ -15,10 +16,21 @@ from prodrec.data.lists import read_folder_splits, read_image_folder, read_image
 from prodrec.data.gallery_list import read_gallery_list, read_unknown_list
 from prodrec.data.sampling import EpochBatches, SeededSamples, apply_small_class_policy
 from prodrec.data.synthetic import make_synthetic_inshop
+from prodrec.data.boxes import BAD_BOX_POLICIES, PRODUCT_CATEGORY, BoxSet, read_coco, read_sku110k, write_coco
+from prodrec.data.shelf_set import ShelfInfo, make_shelves, read_product_pictures
 from prodrec.data.transforms import ImageTransform, eval_transform, train_transform
 from prodrec.utils import ProdrecError, Registry
 
 __all__ = [
+    "BAD_BOX_POLICIES",
+    "PRODUCT_CATEGORY",
+    "BoxSet",
+    "read_coco",
+    "read_sku110k",
+    "write_coco",
+    "ShelfInfo",
+    "make_shelves",
+    "read_product_pictures",
     "ImageDataset",
     "ImageList",
     "ImageReadError",
