@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "prodrec"
-ROOMS = ["utils", "config", "data", "models", "losses", "retrieval", "train", "gallery", "paddle", "serving", "cli"]
+ROOMS = ["utils", "config", "data", "models", "losses", "retrieval", "train", "gallery", "detection", "paddle", "serving",
+         "cli"]
 
 
 def module_name(path: Path) -> str:

@@ -18,7 +18,7 @@ import yaml
 
 from prodrec.config.schema import ConfigError
 from prodrec.utils import brief
-from prodrec.config.sections import Config, GlobalConfig
+from prodrec.config.sections import Config
 
 __all__ = ["load_config", "read_config_file", "parse_yaml", "builtin_config_path", "builtin_config_names",
            "read_text_file", "CONFIG_DIR", "Override", "MAX_CONFIG_BYTES", "MAX_CONFIG_VALUES"]
@@ -107,7 +107,9 @@ def read_config_file(source: Union[str, os.PathLike]) -> Dict[str, Any]:
 def load_config(
     source: Union[str, os.PathLike, Dict[str, Any], None] = None,
     overrides: Sequence[Override] = (),
-) -> Config:
+    *,
+    schema: Any = Config,
+) -> Any:
     """Load a run config.
 
     Args:
@@ -115,6 +117,8 @@ def load_config(
             or None for the defaults (the seed's In-shop recipe).
         overrides: applied in order: ``"Section.key=value"`` strings (value parsed as YAML), e.g.
             ``["Global.epochs=10", "Arch.Head.name=FC"]``, or ``("Section.key", value)`` pairs.
+        schema: the config class: :class:`Config` (an embedder run) or
+            :class:`~prodrec.config.DetectionConfig` (a detector run).
     """
     if source is None:
         data: Dict[str, Any] = {}
@@ -122,13 +126,13 @@ def load_config(
         data = copy.deepcopy(source)
     else:
         data = read_config_file(source)
-    _pin_schedule_length(data)
+    _pin_schedule_length(data, schema().Global.epochs)
     for override in overrides:
         _apply_override(data, override)
-    return Config.from_dict(data)
+    return schema.from_dict(data)
 
 
-def _pin_schedule_length(data: Dict[str, Any]) -> None:
+def _pin_schedule_length(data: Dict[str, Any], default_epochs: int) -> None:
     """Record, before overrides, the run length the schedule was written for: the file's ``Global.epochs``
     when the file writes milestones or a warm-up itself, else the built-in recipe's length."""
     sections = [data.get("Global", {}), data.get("Optimizer", {})]
@@ -137,9 +141,9 @@ def _pin_schedule_length(data: Dict[str, Any]) -> None:
     lr = sections[1].get("lr", {})
     if not isinstance(lr, dict) or "schedule_epochs" in lr:
         return
-    epochs = sections[0].get("epochs", GlobalConfig.epochs)
+    epochs = sections[0].get("epochs", default_epochs)
     if not {"milestones", "warmup_epoch"} & set(lr):
-        epochs = GlobalConfig.epochs
+        epochs = default_epochs
     if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0:
         data.setdefault("Optimizer", {}).setdefault("lr", {})["schedule_epochs"] = epochs
 

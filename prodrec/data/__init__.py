@@ -18,10 +18,17 @@ from prodrec.data.sampling import EpochBatches, SeededSamples, apply_small_class
 from prodrec.data.synthetic import make_synthetic_inshop
 from prodrec.data.boxes import BAD_BOX_POLICIES, PRODUCT_CATEGORY, BoxSet, read_coco, read_sku110k, write_coco
 from prodrec.data.shelf_set import ShelfInfo, make_shelves, read_product_pictures
+from prodrec.data.box_transforms import (BoxTransform, detection_train_transform, detection_eval_transform, BoxDataset,
+                                        collate_boxes)
 from prodrec.data.transforms import ImageTransform, eval_transform, train_transform
 from prodrec.utils import ProdrecError, Registry
 
 __all__ = [
+    "BoxTransform",
+    "detection_train_transform",
+    "detection_eval_transform",
+    "BoxDataset",
+    "collate_boxes",
     "BAD_BOX_POLICIES",
     "PRODUCT_CATEGORY",
     "BoxSet",

@@ -18,7 +18,7 @@ import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -32,10 +32,11 @@ from prodrec.train.distributed import DistributedContext, init_distributed
 from prodrec.models import Embedder
 from prodrec.train.optim import scale_schedule
 from prodrec.train.safety import RunLock, TrainingInterrupted
-from prodrec.train.loop import TrainingRun, build_model, loader_workers, resolve_device
+from prodrec.train.loop import TrainingRun, loader_workers, resolve_device
+from prodrec.train.task import MetricTask, TrainingTask, build_model
 from prodrec.utils import ProdrecError
 
-__all__ = ["train_metric", "TrainResult", "resolve_device", "build_model"]
+__all__ = ["train_metric", "run_task", "TrainResult", "resolve_device", "build_model"]
 
 Resume = Union[bool, str, os.PathLike, None]
 
@@ -92,13 +93,27 @@ def train_metric(
         >>> train_metric(cfg).metrics["recall@1"]  # doctest: +SKIP
     """
     config = config if isinstance(config, Config) else load_config(config)
-    g, loader = config.Global, config.DataLoader
+    loader = config.DataLoader
     if data is None:
         lists, image_roots = loader.split_files()
         if loader.root is None and not lists:
             raise ProdrecError("no data: set DataLoader.root (CLI: --data-root) or pass data= to train_metric")
         data = read_splits(loader.dataset, loader.root, lists=lists, image_roots=image_roots,
                            confine_to_root=loader.confine_to_root)
+
+    def metric_task(ctx: DistributedContext, output_dir: Path) -> MetricTask:
+        checked, skipped = _drop_bad_images(config, data, output_dir, progress, ctx)
+        return MetricTask(config, checked, skipped_images=skipped)
+
+    return run_task(config, metric_task, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def run_task(config: Any, build_task: Callable[[DistributedContext, Path], TrainingTask], *, resume: Resume = False,
+             overwrite: bool = False, progress: bool = True) -> TrainResult:
+    """Train what ``build_task(ctx, output_dir)`` returns, as ``config``'s ``Global`` and ``Optimizer`` say, with
+    everything a run has (run lock, checkpoints, resume, stop signals, DDP, ``summary.json``): the one loop
+    behind :func:`train_metric` and the detector's trainer."""
+    g = config.Global
     _seed_everything(g.seed, g.deterministic)
     output_dir = Path(g.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
@@ -107,8 +122,7 @@ def train_metric(
     with init_distributed(g.device) as ctx, RunLock(output_dir) if ctx.is_main else nullcontext():
         if replace and ctx.is_main:  # under the run lock: never another live run's files
             shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
-        data, skipped = _drop_bad_images(config, data, output_dir, progress, ctx)
-        return _train(config, data, output_dir, resume, progress, skipped, ctx)
+        return _train(config, build_task(ctx, output_dir), output_dir, resume, progress, ctx)
 
 
 def _holds_a_run(output_dir: Path, overwrite: bool) -> bool:
@@ -193,8 +207,8 @@ def _resume_point(resume: Resume, output_dir: Path,
     return Path(where[0]), load_checkpoint(where[0]), where[1]
 
 
-def _train(config: Config, data: RetrievalSplits, output_dir: Path, resume: Resume, progress: bool,
-           skipped_images: int, ctx: DistributedContext) -> TrainResult:
+def _train(config: Any, task: TrainingTask, output_dir: Path, resume: Resume, progress: bool,
+           ctx: DistributedContext) -> TrainResult:
     g = config.Global
     last = output_dir / "checkpoints" / "last.pt"
     if ctx.is_main:
@@ -202,7 +216,7 @@ def _train(config: Config, data: RetrievalSplits, output_dir: Path, resume: Resu
     chosen = _resume_point(resume, output_dir, ctx)
     if chosen is None and ctx.is_main:
         (output_dir / "log.jsonl").unlink(missing_ok=True)
-    run = TrainingRun(config, data, output_dir, progress, ctx)
+    run = TrainingRun(config, task, output_dir, progress, ctx)
     if chosen is not None:
         used, payload, fallback = chosen
         run.restore(payload, used)
@@ -227,7 +241,7 @@ def _train(config: Config, data: RetrievalSplits, output_dir: Path, resume: Resu
     if run.epoch == 0 and (g.epochs == 0 or g.eval_before_train) and run.initial_metrics is None:
         run.initial_metrics = metrics = run.evaluate()
         run.log({"event": "eval", "epoch": 0, "step": 0, **metrics})
-        run.best = {"recall@1": metrics.get("recall@1", 0.0), "epoch": 0, "metrics": metrics}
+        run.best = {run.task.best_metric: metrics.get(run.task.best_metric, 0.0), "epoch": 0, "metrics": metrics}
         run.save("best.pt")
     with run.stop:
         while run.epoch < g.epochs:
@@ -242,7 +256,7 @@ def _train(config: Config, data: RetrievalSplits, output_dir: Path, resume: Resu
             _finish_epoch(run, losses, progress)
     if g.epochs == 0 or not last.is_file():
         run.save("last.pt")
-    return _summarise(run, data, output_dir, skipped_images)
+    return _summarise(run, output_dir)
 
 
 def _finish_epoch(run: TrainingRun, losses: Dict[str, float], progress: bool) -> None:
@@ -255,14 +269,15 @@ def _finish_epoch(run: TrainingRun, losses: Dict[str, float], progress: bool) ->
         if progress and run.ctx.is_main:
             tqdm.write(f"epoch {run.epoch}: loss {losses.get('loss', float('nan')):.4f} " + _format(metrics))
     run.history.append(record)
-    if "metrics" in record and record["metrics"].get("recall@1", 0.0) > run.best["recall@1"]:
-        run.best = {"recall@1": record["metrics"].get("recall@1", 0.0), "epoch": run.epoch, "metrics": record["metrics"]}
+    key = run.task.best_metric
+    if "metrics" in record and record["metrics"].get(key, 0.0) > run.best[key]:
+        run.best = {key: record["metrics"].get(key, 0.0), "epoch": run.epoch, "metrics": record["metrics"]}
         run.save("best.pt")
     if run.saves_after(run.epoch):
         run.save("last.pt")
 
 
-def _summarise(run: TrainingRun, data: RetrievalSplits, output_dir: Path, skipped_images: int) -> TrainResult:
+def _summarise(run: TrainingRun, output_dir: Path) -> TrainResult:
     evaluated = [h["metrics"] for h in run.history if "metrics" in h]
     metrics = dict(evaluated[-1]) if evaluated else dict(run.initial_metrics or {})
     summary = {
@@ -271,16 +286,12 @@ def _summarise(run: TrainingRun, data: RetrievalSplits, output_dir: Path, skippe
         "train_seconds": round(run.train_seconds, 3),
         "train_images_per_second": round(run.images_seen / run.train_seconds, 3) if run.train_seconds else 0.0,
         "skipped_steps": run.skipped_steps,
-        "skipped_images": skipped_images,
         "best_epoch": run.best["epoch"],
         "best": run.best["metrics"],
         "initial": run.initial_metrics,
         "device": str(run.device),
         "world_size": run.ctx.world_size,
-        "num_train_images": len(data.train),
-        "num_train_classes": data.train.num_classes,
-        "num_query": len(data.query),
-        "num_gallery": len(data.gallery),
+        **run.task.summary(),
     }
     if run.ctx.is_main:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
