@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("torchmetrics")
 pytest.importorskip("pycocotools")
 
-from prodrec.data import BoxSet, make_shelves, read_coco, write_coco  # noqa: E402
+from prodrec.data import BoxSet  # noqa: E402
 from prodrec.detection import detection_data, detection_metrics, train_detector  # noqa: E402
 from prodrec.config import DetectionConfig, load_config  # noqa: E402
 from prodrec.models import Detections, ProductDetector  # noqa: E402
