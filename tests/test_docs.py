@@ -1,6 +1,6 @@
 """The docs build without warnings, and every code block in README.md and docs/ is exercised:
 Python blocks run (in a temporary folder, one namespace per page), YAML blocks load as prodrec
-configs or loss lists, and every ``prodrec ...`` command line parses with the real CLI parser.
+configs (detector configs on the detection page) or loss lists, and every ``prodrec ...`` command line parses with the real CLI parser.
 A Python block that needs a file the reader brings (e.g. PaddleClas weights) is preceded by
 ``<!-- not run: reason -->`` and is compiled only."""
 import re
@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from prodrec.cli import build_parser
-from prodrec.config import load_config
+from prodrec.config import Config, DetectionConfig, load_config
 from prodrec.losses import build_loss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,8 +57,8 @@ def test_yaml_blocks_are_valid_configs(page):
         data = yaml.safe_load(body)
         if isinstance(data, list):  # a fragment of Loss.Train
             build_loss(data, head=load_config().Arch.Head, num_classes=10, embedding_size=16)
-        else:
-            load_config(data)
+        else:  # the detection page's configs are detector runs
+            load_config(data, schema=DetectionConfig if page.name == "detection.md" else Config)
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "bash")], ids=page_id)

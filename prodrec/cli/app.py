@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         commands.choices[name].set_defaults(handler=handler)
     for name, handler in add_serve_commands(commands).items():  # serve
         commands.choices[name].set_defaults(handler=handler)
-    for name, handler in add_detect_commands(commands).items():  # make-shelves
+    for name, handler in add_detect_commands(commands).items():  # make-shelves, detect
         commands.choices[name].set_defaults(handler=handler)
     return parser
 

@@ -1,14 +1,18 @@
-"""The detection commands: ``prodrec make-shelves`` (synthetic shelf and tray photos with COCO boxes)."""
+"""The detection commands: ``prodrec make-shelves`` (synthetic shelf and tray photos with COCO boxes) and
+``prodrec detect train|eval`` (a product detector, ``docs/detection.md``)."""
 from __future__ import annotations
 
 import argparse
-from typing import Callable, Dict
+import json
+from typing import Callable, Dict, List
+
+from prodrec.utils import ProdrecError
 
 __all__ = ["add_commands"]
 
 
 def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[argparse.Namespace], int]]:
-    """Add ``make-shelves`` to a ``prodrec`` subparsers object; returns ``{command: handler}``."""
+    """Add ``make-shelves`` and ``detect`` to a ``prodrec`` subparsers object; returns ``{command: handler}``."""
     shelves = commands.add_parser("make-shelves", help="write synthetic shelf and tray photos with COCO product boxes")
     shelves.add_argument("root", metavar="DIR", help="folder for images/ and annotations.json")
     shelves.add_argument("--scenes", type=int, default=200, help="photos to write (default 200)")
@@ -20,7 +24,41 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
     shelves.add_argument("--height", type=int, default=480)
     shelves.add_argument("--seed", type=int, default=0)
     shelves.add_argument("--quiet", action="store_true", help="no progress bar")
-    return {"make-shelves": _make_shelves}
+
+    detect = commands.add_parser("detect", help="train and evaluate a product detector")
+    actions = detect.add_subparsers(dest="detect_command", metavar="ACTION", required=True)
+    train = actions.add_parser("train", help="train a product detector (no data given: built-in synthetic shelves)")
+    train.add_argument("--config", help="detector YAML (Global / Arch / Optimizer / DataLoader sections)")
+    _add_box_args(train, required=False)
+    train.add_argument("--output", required=True, help="run folder (checkpoints/{best,last}.pt)")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--image-size", type=int, help="longer side of the photos the detector sees (Arch.image_size)")
+    train.add_argument("--detector", help="Arch.name, e.g. fcos_resnet18")
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", help="auto, cpu, cuda, ...")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="Section.key=value",
+                       help="override any config key (value parsed as YAML); repeatable")
+    train.add_argument("--resume", nargs="?", const="auto", metavar="auto|PATH", help="continue a run")
+    train.add_argument("--force", action="store_true", help="replace the run already in --output")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    evaluate = actions.add_parser("eval", help="COCO mAP of a detector on annotated photos")
+    evaluate.add_argument("--checkpoint", required=True, help="a detector file or best.pt / last.pt")
+    _add_box_args(evaluate, required=True)
+    evaluate.add_argument("--batch-size", type=int, default=4)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    return {"make-shelves": _make_shelves, "detect": lambda args: {"train": _train, "eval": _eval}[args.detect_command](args)}
+
+
+def _add_box_args(parser: argparse.ArgumentParser, required: bool) -> None:
+    source = parser.add_mutually_exclusive_group(required=required)
+    source.add_argument("--coco", metavar="ANN.json", help="COCO detection annotations")
+    source.add_argument("--sku110k", metavar="CSV", help="SKU-110K annotations")
+    parser.add_argument("--images", help="folder the annotation file's images are in")
+    parser.add_argument("--skip-bad-boxes", action="store_true",
+                        help="leave out (and count) boxes outside their photo, inverted or empty, instead of stopping")
 
 
 def _make_shelves(args: argparse.Namespace) -> int:
@@ -30,4 +68,42 @@ def _make_shelves(args: argparse.Namespace) -> int:
                         seed=args.seed, width=args.width, height=args.height, progress=not args.quiet)
     print(f"wrote {info.scenes} scenes with {info.boxes} product boxes ({info.boxes / info.scenes:.1f} a photo) of "
           f"{info.products} products; annotations: {info.annotations}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from prodrec.config import DetectionConfig, load_config
+    from prodrec.detection import train_detector
+
+    if args.images and not (args.coco or args.sku110k):
+        raise ProdrecError("--images goes with --coco or --sku110k")
+    overrides: List = [(key, value) for key, value in (
+        ("Global.output_dir", args.output), ("Global.epochs", args.epochs), ("Arch.image_size", args.image_size),
+        ("Arch.name", args.detector), ("DataLoader.batch_size", args.batch_size), ("Global.seed", args.seed),
+        ("Global.device", args.device), ("DataLoader.coco", args.coco), ("DataLoader.sku110k", args.sku110k),
+        ("DataLoader.images", args.images)) if value is not None]
+    if args.skip_bad_boxes:
+        overrides.append(("DataLoader.on_bad_box", "skip"))
+    config = load_config(args.config, [*overrides, *args.overrides], schema=DetectionConfig)
+    result = train_detector(config, resume=args.resume or False, overwrite=args.force, progress=not args.quiet)
+    print(f"detector in {args.output}/checkpoints (best.pt: epoch {result.summary['best_epoch']}); "
+          + " ".join(f"{key} {value:.4f}" for key, value in result.metrics.items()))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from prodrec.detection import evaluate_detector, read_boxes
+    from prodrec.models import ProductDetector
+    from prodrec.train import resolve_device
+
+    if not args.images:
+        raise ProdrecError("--images: the folder the annotation file's images are in")
+    boxes = read_boxes(args.coco, args.sku110k, args.images, "skip" if args.skip_bad_boxes else "error")
+    detector = ProductDetector.load(args.checkpoint).to(resolve_device(args.device))
+    metrics = evaluate_detector(detector, boxes, batch_size=args.batch_size, progress=not args.json)
+    result = {**metrics, "photos": len(boxes), "boxes": boxes.num_boxes, "skipped_boxes": boxes.skipped_boxes}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(" ".join(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in result.items()))
     return 0

@@ -10,3 +10,30 @@ def test_make_shelves_writes_a_coco_set(tmp_path, run_cli):
     found = read_coco(tmp_path / "shelves" / "annotations.json", tmp_path / "shelves")
     assert len(found) == 3 and len(list((tmp_path / "shelves" / "images").glob("*.jpg"))) == 3
     assert json.loads((tmp_path / "shelves" / "annotations.json").read_text())["annotations"][0]["product"].startswith("id_")
+
+
+def test_detect_train_then_eval_on_coco_files(tmp_path, run_cli):
+    import pytest
+
+    pytest.importorskip("torchmetrics")
+    pytest.importorskip("pycocotools")
+    run_cli(["make-shelves", tmp_path / "shelves", "--scenes", 4, "--synthetic-items", 6, "--width", 160,
+             "--height", 120, "--quiet"])
+    ann, images = tmp_path / "shelves" / "annotations.json", tmp_path / "shelves"
+    out = run_cli(["detect", "train", "--coco", ann, "--images", images, "--output", tmp_path / "run", "--epochs", 1,
+                   "--image-size", 128, "--batch-size", 2, "--set", "Optimizer.lr.warmup_epoch=0", "--set",
+                   "DataLoader.val_fraction=0.25", "--set", "DataLoader.num_workers=0", "--quiet"])
+    assert out.startswith(f"detector in {tmp_path / 'run'}/checkpoints") and "map_50" in out
+    metrics = json.loads(run_cli(["detect", "eval", "--checkpoint", tmp_path / "run" / "checkpoints" / "best.pt",
+                                  "--coco", ann, "--images", images, "--json"]))
+    assert {"map", "map_50", "map_75", "mar_100"} <= set(metrics) and metrics["photos"] == 4
+
+    data = json.loads(ann.read_text())
+    data["annotations"][0]["bbox"] = [150, 10, 40, 10]  # past the right edge
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="annotation 1: box .* outside the image"):
+        run_cli(["detect", "eval", "--checkpoint", tmp_path / "run" / "checkpoints" / "best.pt", "--coco",
+                 tmp_path / "bad.json", "--images", images])
+    skipped = json.loads(run_cli(["detect", "eval", "--checkpoint", tmp_path / "run" / "checkpoints" / "best.pt",
+                                  "--coco", tmp_path / "bad.json", "--images", images, "--json", "--skip-bad-boxes"]))
+    assert skipped["skipped_boxes"] == 1 and skipped["boxes"] == metrics["boxes"] - 1
