@@ -65,6 +65,9 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
                         help="crop each image to its box in ROOT/Anno/list_bbox_inshop.txt (images under ROOT)")
     search.add_argument("--rerank", choices=["qe", "k-reciprocal"],
                         help="re-rank the matches: query expansion or k-reciprocal (scores change meaning)")
+    search.add_argument("--detector", metavar="DET.pt", help="find the products in each photo first (prodrec detect "
+                                                             "train); one region per product plus the whole photo")
+    search.add_argument("--draw", metavar="DIR", help="write each photo with its regions drawn to DIR/<name>.png")
     search.add_argument("--device", default="auto")
     search.add_argument("--json", action="store_true", help="print the results as JSON")
     return {"index": lambda args: {"build": _build, "add": _add, "remove": _remove, "info": _info,
@@ -187,7 +190,15 @@ def _search(args: argparse.Namespace) -> int:
 
     gallery = GalleryIndex.load(args.index)
     model = load_model(args.checkpoint or os.path.join(args.index, MODEL_FILE), args.device)
-    recognizer = Recognizer(model, gallery, k=args.k, threshold=args.threshold, rerank=args.rerank)
+    detector = None
+    if args.detector:
+        from prodrec.models import ProductDetector
+        from prodrec.train import resolve_device
+
+        if args.inshop_boxes:
+            raise ProdrecError("--detector finds the boxes; --inshop-boxes gives them: choose one")
+        detector = ProductDetector.load(args.detector).to(resolve_device(args.device)).eval()
+    recognizer = Recognizer(model, gallery, k=args.k, threshold=args.threshold, rerank=args.rerank, detector=detector)
     boxes = {}
     if args.inshop_boxes:
         known = read_inshop_boxes(args.inshop_boxes)
@@ -199,6 +210,11 @@ def _search(args: argparse.Namespace) -> int:
                                f"images: {missing[:20]}")
         boxes = {image: [known[key]] for image, key in keys.items()}
     results = [(image, recognizer.recognize(image, boxes.get(image))) for image in args.images]
+    if args.draw:
+        from prodrec.gallery import draw_recognitions
+
+        for number, (image, regions) in enumerate(results):
+            draw_recognitions(image, regions, Path(args.draw) / f"{number:03d}_{Path(image).stem}.png")
     if args.json:
         print(json.dumps([{"image": image, "regions": [region.to_json() for region in regions]}
                           for image, regions in results], indent=2))

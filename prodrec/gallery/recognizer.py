@@ -2,7 +2,9 @@
 
 As in PP-ShiTu, the top-1 gallery match names the product when its score passes a threshold (the gallery's
 calibrated one when it has one, else PP-ShiTu's 0.5 cosine similarity) and the region is ``unknown``
-otherwise; without boxes the whole image is one region.
+otherwise. Regions are the boxes given, else the products a detector finds plus the whole photo (PP-ShiTu's
+pipeline: each crop with a margin, all embedded in one batch, then boxes that name the same product and
+overlap are suppressed but the best), else the whole photo.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from prodrec.gallery.index import GalleryIndex
 from prodrec.retrieval import RERANK_METHODS
 from prodrec.utils import ProdrecError
 
-__all__ = ["UNKNOWN", "DEFAULT_THRESHOLD", "Match", "Recognition", "Recognizer", "read_inshop_boxes"]
+__all__ = ["UNKNOWN", "DEFAULT_THRESHOLD", "Match", "Recognition", "Recognizer", "suppress_duplicates",
+           "read_inshop_boxes"]
 
 UNKNOWN = "unknown"
 DEFAULT_THRESHOLD = 0.5  # PP-ShiTu's, for a gallery without a calibrated one
@@ -79,13 +82,19 @@ class Recognizer:
             calibrated threshold (``prodrec index calibrate``) when it has one and ``rerank`` is None, else
             ``DEFAULT_THRESHOLD`` (0.5).
         batch_size: Regions embedded per forward pass.
+        detector: Finds the products of a photo given without boxes (``detect([image]) -> [Detections]``, e.g.
+            :class:`~prodrec.models.ProductDetector`); None: the whole photo is one region.
+        crop_margin: A detected box grows by this share of its width and height on each side before it is cropped.
+        duplicate_iou: Of accepted regions with the same label that overlap by more than this IoU, only the
+            best-scoring one is kept (detected regions only).
         rerank: ``None``, ``"qe"`` or ``"k-reciprocal"``: re-rank the gallery matches
             (:meth:`GalleryIndex.search <prodrec.gallery.GalleryIndex.search>`). The threshold then applies to
             the re-ranked score (k-reciprocal: 1 - the re-ranked distance), so tune it for that score.
     """
 
     def __init__(self, embedder: AnyEmbedder, index: GalleryIndex, *, k: int = 5, threshold: Optional[float] = None,
-                 batch_size: int = 64, rerank: Optional[str] = None) -> None:
+                 batch_size: int = 64, rerank: Optional[str] = None, detector: Any = None, crop_margin: float = 0.05,
+                 duplicate_iou: float = 0.5) -> None:
         if rerank is not None and rerank not in RERANK_METHODS:
             raise ProdrecError(f"rerank must be None or one of {sorted(RERANK_METHODS)}, got {rerank!r}")
         check_embedder(index, embedder)
@@ -93,11 +102,17 @@ class Recognizer:
         if threshold is None:
             threshold = index.threshold if index.threshold is not None and rerank is None else DEFAULT_THRESHOLD
         self.k, self.threshold = _check_k(k), _check_threshold(threshold)
-        self.rerank = rerank
+        if detector is not None and not callable(getattr(detector, "detect", None)):
+            raise ProdrecError(f"detector must have a detect(images) method (a ProductDetector), got {type(detector).__name__}")
+        if not 0 <= crop_margin < 1 or not 0 < duplicate_iou <= 1:
+            raise ProdrecError(f"crop_margin must be in [0, 1) and duplicate_iou in (0, 1]; got {crop_margin!r}, "
+                               f"{duplicate_iou!r}")
+        self.rerank, self.detector, self.crop_margin, self.duplicate_iou = rerank, detector, crop_margin, duplicate_iou
 
     def recognize(self, image: Any, boxes: Optional[Sequence[Sequence[float]]] = None, *, k: Optional[int] = None,
                   threshold: Optional[float] = None) -> List[Recognition]:
-        """One :class:`Recognition` per box, or one for the whole image when ``boxes`` is None or empty.
+        """One :class:`Recognition` per box; without boxes, one per detected product and one for the whole image
+        (with a detector) or one for the whole image.
 
         Args:
             image: An image path, a PIL image or an ``HxWx3`` uint8 RGB array.
@@ -111,8 +126,19 @@ class Recognizer:
         threshold = self.threshold if threshold is None else _check_threshold(threshold)
         pixels = as_rgb_array(image)
         height, width = pixels.shape[:2]
-        regions = _check_boxes(boxes, width, height) if boxes is not None and len(boxes) else [(0, 0, width, height)]
-        crops = [np.ascontiguousarray(pixels[y1:y2, x1:x2]) for x1, y1, x2, y2 in regions]
+        detected = (boxes is None or not len(boxes)) and self.detector is not None
+        if boxes is not None and len(boxes):
+            regions = crop_boxes = _check_boxes(boxes, width, height)
+        elif detected:
+            found = np.clip(np.asarray(self.detector.detect([pixels])[0].boxes, np.float64).reshape(-1, 4), 0,
+                            [width, height, width, height])
+            found = found[(found[:, 2] - found[:, 0] >= 1) & (found[:, 3] - found[:, 1] >= 1)]
+            regions = [*_check_boxes(found, width, height), (0, 0, width, height)] if len(found) else [(0, 0, width, height)]
+            grow = np.array([-1, -1, 1, 1]) * self.crop_margin * np.tile(np.diff(found.reshape(-1, 2, 2), axis=1)[:, 0], 2)
+            crop_boxes = [*_check_boxes(found + grow, width, height), (0, 0, width, height)] if len(found) else regions
+        else:
+            regions = crop_boxes = [(0, 0, width, height)]
+        crops = [np.ascontiguousarray(pixels[y1:y2, x1:x2]) for x1, y1, x2, y2 in crop_boxes]
         features = self.embedder.embed(crops, batch_size=self.batch_size).numpy()
         found = self.index.search(features, k, rerank=self.rerank)
         results = []
@@ -124,7 +150,26 @@ class Recognizer:
             top = matches[0] if matches and passed else None
             results.append(Recognition(box=box, label=top.label if top else UNKNOWN, accepted=top is not None,
                                        name=top.name if top else None, score=score, matches=matches))
-        return results
+        return suppress_duplicates(results, self.duplicate_iou, higher_is_better=self.index.metric == "ip") \
+            if detected else results
+
+
+def suppress_duplicates(regions: List[Recognition], iou: float, *, higher_is_better: bool = True) -> List[Recognition]:
+    """``regions`` without the accepted ones that overlap (IoU > ``iou``) a better-scoring accepted region of the
+    same label (torchvision's ``batched_nms``); unaccepted regions stay. Order is kept."""
+    import torch
+    from torchvision.ops import batched_nms
+
+    accepted = [number for number, region in enumerate(regions) if region.accepted]
+    if len(accepted) < 2:
+        return regions
+    labels = {label: number for number, label in enumerate(sorted({regions[i].label for i in accepted}))}
+    sign = 1.0 if higher_is_better else -1.0
+    kept = batched_nms(torch.tensor([regions[i].box for i in accepted], dtype=torch.float64),
+                       torch.tensor([sign * regions[i].score for i in accepted], dtype=torch.float64),
+                       torch.tensor([labels[regions[i].label] for i in accepted]), iou)
+    dropped = set(accepted) - {accepted[i] for i in kept.tolist()}
+    return [region for number, region in enumerate(regions) if number not in dropped]
 
 
 def _check_k(k: Any) -> int:

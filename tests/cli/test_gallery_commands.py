@@ -147,3 +147,28 @@ def test_index_add_over_a_file_size_limit_fails_in_one_line_and_keeps_the_galler
                            "file-size limit (ulimit -f)") and line.endswith("the gallery is unchanged (still gen-000001)")
     after = GalleryIndex.load(gallery)
     assert after.ids.tolist() == before.ids.tolist() and after.labels.tolist() == before.labels.tolist()
+
+
+def test_search_with_a_detector_gives_a_region_per_box_and_draws_them(shop, tmp_path, run_cli):
+    from PIL import Image
+
+    from prodrec.models import DetectorSettings, ProductDetector
+
+    root, model, splits = shop
+    run_cli(["index", "build", "--checkpoint", model, "--list", root / "gallery.txt", "--output", tmp_path / "g",
+             "--quiet"])
+    torch.manual_seed(0)
+    detector = ProductDetector(DetectorSettings("fcos_resnet18", image_size=64, score_threshold=0.0, max_detections=5))
+    detector.save(tmp_path / "det.pt")
+    photo = splits.query.paths[0]
+    found = json.loads(run_cli(["search", "--index", tmp_path / "g", photo, "--detector", tmp_path / "det.pt",
+                                "--draw", tmp_path / "drawn", "--json"]))
+    regions = found[0]["regions"]
+    assert 2 <= len(regions) <= 6 and regions[-1]["box"] == [0, 0, 32, 32]  # the whole photo comes last
+    for region in regions:
+        x1, y1, x2, y2 = region["box"]
+        assert 0 <= x1 < x2 <= 32 and 0 <= y1 < y2 <= 32 and set(region) >= {"label", "accepted", "score", "matches"}
+    (drawn,) = (tmp_path / "drawn").glob("*.png")
+    assert Image.open(drawn).size == (32, 32)
+    with pytest.raises(ValueError, match="choose one"):
+        run_cli(["search", "--index", tmp_path / "g", photo, "--detector", tmp_path / "det.pt", "--inshop-boxes", root])

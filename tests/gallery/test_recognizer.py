@@ -150,3 +150,56 @@ def test_read_inshop_boxes_reports_every_problem(tmp_path):
     assert ":5: duplicate image img/a.jpg (first listed on line 3)" in message and ":6: expected" in message
     with pytest.raises(FileNotFoundError, match="In-shop box file not found"):
         read_inshop_boxes(tmp_path / "nothing")
+
+
+class FixedBoxes:
+    """A detector that finds the same boxes in every photo (what a user's own detector object provides)."""
+
+    def __init__(self, boxes):
+        self.boxes = np.array(boxes, np.float32)
+
+    def detect(self, images):
+        from prodrec.models import Detections
+
+        return [Detections(self.boxes, np.linspace(0.9, 0.5, len(self.boxes), dtype=np.float32)) for _ in images]
+
+
+def shelf_of(paths, layout):
+    """A 64 x 32 photo with product photos ``paths[i]`` pasted at ``layout[i]`` (x offsets)."""
+    canvas = np.zeros((32, 96, 3), np.uint8)
+    for path, x in zip(paths, layout):
+        canvas[:, x:x + 32] = np.asarray(Image.open(path).convert("RGB"))
+    return canvas
+
+
+def test_a_detector_gives_one_region_per_product_plus_the_whole_photo(shop):
+    model, gallery, paths = shop
+    photo = shelf_of([paths[0], paths[2]], [0, 64])
+    recognizer = Recognizer(model, gallery, threshold=0.9, detector=FixedBoxes([[0, 0, 32, 32], [64, 0, 96, 32]]),
+                            crop_margin=0.0)
+    regions = recognizer.recognize(photo)
+    assert [region.box for region in regions] == [(0, 0, 32, 32), (64, 0, 96, 32), (0, 0, 96, 32)]
+    assert [region.label for region in regions[:2]] == ["sku0", "sku2"]
+    assert regions[0].score == pytest.approx(1, abs=1e-4)  # the crop is the gallery photo itself
+    given = recognizer.recognize(photo, boxes=[[64, 0, 96, 32]])
+    assert [region.box for region in given] == [(64, 0, 96, 32)]  # boxes given: no detection, no whole photo
+
+
+def test_overlapping_regions_of_one_product_are_suppressed_to_the_best(shop):
+    model, gallery, paths = shop
+    photo = shelf_of([paths[1]], [0])
+    boxes = [[0, 0, 32, 32], [1, 0, 32, 32], [60, 0, 90, 32]]  # the first two overlap and show sku1
+    regions = Recognizer(model, gallery, threshold=-1.0, detector=FixedBoxes(boxes), crop_margin=0.0).recognize(photo)
+    kept = [region.box for region in regions]
+    assert (0, 0, 32, 32) in kept and (1, 0, 32, 32) not in kept and len(regions) == 3
+    loose = Recognizer(model, gallery, threshold=-1.0, detector=FixedBoxes(boxes), crop_margin=0.0, duplicate_iou=1.0)
+    assert len(loose.recognize(photo)) == 4
+
+
+def test_detections_that_are_empty_or_outside_are_left_out(shop):
+    model, gallery, paths = shop
+    regions = Recognizer(model, gallery, detector=FixedBoxes([[5, 5, 5, 20], [200, 0, 300, 10], [0, 0, 16, 16]]),
+                         crop_margin=0.1).recognize(shelf_of([paths[0]], [0]))
+    assert [region.box for region in regions] == [(0, 0, 16, 16), (0, 0, 96, 32)]
+    with pytest.raises(ValueError, match="detect"):
+        Recognizer(model, gallery, detector=object())
