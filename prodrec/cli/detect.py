@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Callable, Dict, List
 
+from prodrec.cli.models import MODEL_FILE, load_model
 from prodrec.utils import ProdrecError
 
 __all__ = ["add_commands"]
@@ -49,7 +50,20 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
     evaluate.add_argument("--batch-size", type=int, default=4)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    return {"make-shelves": _make_shelves, "detect": lambda args: {"train": _train, "eval": _eval}[args.detect_command](args)}
+
+    pipeline = actions.add_parser("eval-pipeline", help="detect -> recognise scored end to end: precision, recall, F1")
+    pipeline.add_argument("--detector", required=True, help="a detector file or best.pt / last.pt")
+    pipeline.add_argument("--index", required=True, help="gallery folder")
+    pipeline.add_argument("--checkpoint", help=f"embedder or its export (default: the gallery's {MODEL_FILE})")
+    _add_box_args(pipeline, required=True)
+    pipeline.add_argument("--threshold", type=float, help="accept at this score (default: the gallery's threshold)")
+    pipeline.add_argument("--thresholds", type=float, nargs="*", default=[0.3, 0.5, 0.7, 0.8, 0.9, 0.95],
+                          help="also report these thresholds")
+    pipeline.add_argument("--iou", type=float, default=0.5, help="overlap a box needs with its annotation (default 0.5)")
+    pipeline.add_argument("--device", default="auto")
+    pipeline.add_argument("--json", action="store_true", help="print one JSON object")
+    return {"make-shelves": _make_shelves,
+            "detect": lambda args: {"train": _train, "eval": _eval, "eval-pipeline": _eval_pipeline}[args.detect_command](args)}
 
 
 def _add_box_args(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -106,4 +120,35 @@ def _eval(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(" ".join(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in result.items()))
+    return 0
+
+
+def _eval_pipeline(args: argparse.Namespace) -> int:
+    import os
+
+    from prodrec.detection import evaluate_pipeline, read_boxes
+    from prodrec.gallery import GalleryIndex, Recognizer
+    from prodrec.models import ProductDetector
+    from prodrec.train import resolve_device
+
+    if not args.images:
+        raise ProdrecError("--images: the folder the annotation file's images are in")
+    if not 0 < args.iou <= 1:
+        raise ProdrecError(f"--iou must be in (0, 1], got {args.iou}")
+    boxes = read_boxes(args.coco, args.sku110k, args.images, "skip" if args.skip_bad_boxes else "error")
+    gallery = GalleryIndex.load(args.index)
+    model = load_model(args.checkpoint or os.path.join(args.index, MODEL_FILE), args.device)
+    detector = ProductDetector.load(args.detector).to(resolve_device(args.device)).eval()
+    recognizer = Recognizer(model, gallery, threshold=args.threshold, detector=detector)
+    result = evaluate_pipeline(recognizer, boxes, thresholds=args.thresholds, iou=args.iou, progress=not args.json)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['photos']} photos, IoU {result['iou']}")
+    print(f"{'threshold':>10} {'boxes':>20} {'precision':>9} {'recall':>7} {'f1':>6}")
+    for row in [result, *result["by_threshold"]]:
+        for kind in ("detected", "ground_truth_boxes"):
+            rates = row[kind]
+            print(f"{row['threshold']:>10.4g} {kind:>20} {rates['precision']:>9.3f} {rates['recall']:>7.3f} "
+                  f"{rates['f1']:>6.3f}")
     return 0

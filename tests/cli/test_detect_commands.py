@@ -37,3 +37,35 @@ def test_detect_train_then_eval_on_coco_files(tmp_path, run_cli):
     skipped = json.loads(run_cli(["detect", "eval", "--checkpoint", tmp_path / "run" / "checkpoints" / "best.pt",
                                   "--coco", tmp_path / "bad.json", "--images", images, "--json", "--skip-bad-boxes"]))
     assert skipped["skipped_boxes"] == 1 and skipped["boxes"] == metrics["boxes"] - 1
+
+
+def test_eval_pipeline_prints_precision_recall_f1_for_detected_and_given_boxes(tmp_path, run_cli):
+    import pytest
+    import torch
+
+    pytest.importorskip("faiss")
+    from prodrec.data import make_synthetic_inshop
+    from prodrec.models import DetectorSettings, Embedder, ProductDetector
+
+    run_cli(["make-shelves", tmp_path / "shelves", "--scenes", 2, "--synthetic-items", 6, "--width", 160,
+             "--height", 120, "--seed", 4, "--quiet"])
+    catalogue = make_synthetic_inshop(tmp_path / "set", items=6, views=2, image_size=32, seed=4, progress=False).root
+    torch.manual_seed(0)
+    Embedder("resnet18d", embedding_size=16, image_size=32).save(tmp_path / "model.pt")
+    (tmp_path / "products").mkdir()
+    for image in sorted(catalogue.glob("img/*/*/id_*/*.jpg")):
+        label = image.parent.name
+        (tmp_path / "products" / label).mkdir(exist_ok=True)
+        (tmp_path / "products" / label / image.name).write_bytes(image.read_bytes())
+    run_cli(["index", "build", "--checkpoint", tmp_path / "model.pt", "--folder", tmp_path / "products", "--output",
+             tmp_path / "g", "--quiet"])
+    ProductDetector(DetectorSettings("fcos_resnet18", image_size=96, score_threshold=0.0, max_detections=20)).save(
+        tmp_path / "det.pt")
+    args = ["detect", "eval-pipeline", "--detector", tmp_path / "det.pt", "--index", tmp_path / "g", "--coco",
+            tmp_path / "shelves" / "annotations.json", "--images", tmp_path / "shelves"]
+    result = json.loads(run_cli([*args, "--json", "--thresholds", "0.9"]))
+    for kind in ("detected", "ground_truth_boxes"):
+        assert {"precision", "recall", "f1"} <= set(result[kind]) and 0 <= result[kind]["f1"] <= 1
+    assert result["threshold"] == 0.5 and [row["threshold"] for row in result["by_threshold"]] == [0.9]
+    assert result["ground_truth_boxes"]["annotated"] == result["detected"]["annotated"] > 0
+    assert "ground_truth_boxes" in run_cli(args)
