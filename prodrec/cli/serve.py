@@ -21,6 +21,8 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--token-file", help="file holding the write token (or set PRODREC_TOKEN); without one, "
                                             "writes are refused")
+    serve.add_argument("--detector", metavar="DET.pt",
+                       help="find the products in each photo first (prodrec detect train): one region per product")
     serve.add_argument("--read-only", action="store_true",
                        help="searches only; several read-only servers may share a gallery with the one that writes")
     serve.add_argument("--device", default="auto")
@@ -54,7 +56,13 @@ def _serve(args: argparse.Namespace) -> int:
     token = read_token(args.token_file)
     model = load_model(args.checkpoint or os.path.join(args.index, MODEL_FILE), args.device)
     embedder = BatchingEmbedder(model, max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms)
-    service = GalleryService(args.index, embedder, read_only=args.read_only)
+    detector = None
+    if args.detector:
+        from prodrec.models import ProductDetector
+        from prodrec.train import resolve_device
+
+        detector = ProductDetector.load(args.detector).to(resolve_device(args.device)).eval()
+    service = GalleryService(args.index, embedder, detector=detector, read_only=args.read_only)
     try:
         app = create_app(service, token=token, max_upload_bytes=int(args.max_upload_mb * (1 << 20)))
         print(f"prodrec serve: {len(service.gallery)} images of {len(service.products())} products from "

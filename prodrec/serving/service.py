@@ -45,15 +45,17 @@ class GalleryService:
             :class:`~prodrec.serving.BatchingEmbedder` around it.
         threshold: The default acceptance threshold; None: the gallery's calibrated one when it has one,
             else 0.5 (:class:`~prodrec.gallery.Recognizer`).
+        detector: Finds the products of each photo (e.g. a :class:`~prodrec.models.ProductDetector`): one region
+            per product plus the whole photo, as :class:`~prodrec.gallery.Recognizer` with a detector gives them.
         read_only: Serve searches only: no server lock, so any number of read-only services (processes
             behind a load balancer) share the folder with the one that writes; each reloads when the
             gallery's generation changes.
     """
 
     def __init__(self, directory: Union[str, os.PathLike], embedder: ImageEmbedder, *,
-                 threshold: Optional[float] = None, read_only: bool = False) -> None:
+                 threshold: Optional[float] = None, detector: Any = None, read_only: bool = False) -> None:
         self.folder = GalleryFolder(directory)
-        self.embedder, self.read_only = embedder, read_only
+        self.embedder, self.read_only, self.detector = embedder, read_only, detector
         self.threshold = threshold
         self._server_lock = FileLock(self.folder.directory / SERVER_LOCK_FILE, refusal=lambda owner: (
             f"another prodrec serve (pid {owner}) serves the gallery {self.folder.directory} with writes on; stop "
@@ -90,7 +92,7 @@ class GalleryService:
 
     def _use(self, gallery: GalleryIndex) -> None:
         """Make ``gallery`` the snapshot, with its recognizer (which checks the model against it once)."""
-        self._snapshot = (gallery, Recognizer(self.embedder, gallery, threshold=self.threshold))
+        self._snapshot = (gallery, Recognizer(self.embedder, gallery, threshold=self.threshold, detector=self.detector))
         self._generation = gallery.generation  # the one it was read or saved as: a newer one is reloaded
 
     def recognize(self, data: bytes, *, k: int = 5, threshold: Optional[float] = None,

@@ -260,3 +260,22 @@ def test_recognize_uses_the_gallery_s_calibrated_threshold(served, gallery_copy)
     assert health["threshold"] == pytest.approx(score + 1e-3) and health["calibrated"]
     assert not recognize()["accepted"]  # the stored threshold is the default now
     assert recognize(threshold=score - 1e-3)["accepted"]  # the request's own wins
+
+
+def test_a_service_with_a_detector_answers_one_region_per_product(gallery_copy, live_server):
+    from prodrec.models import Detections
+
+    class TwoBoxes:
+        def detect(self, images):
+            return [Detections(np.array([[0, 0, 20, 20], [24, 24, 48, 48]], np.float32), np.array([0.9, 0.8], np.float32))
+                    for _ in images]
+
+    folder, model, splits = gallery_copy
+    service = GalleryService(folder, BatchingEmbedder(model, max_batch=8, max_wait_ms=5), detector=TwoBoxes())
+    try:
+        with live_server(create_app(service, token=TOKEN)) as server:
+            answer = httpx.post(server.url + "/recognize", files={"image": ("q.jpg", jpeg(3), "image/jpeg")})
+        boxes = [region["box"] for region in answer.json()["regions"]]
+        assert answer.status_code == 200 and boxes == [[0, 0, 20, 20], [24, 24, 48, 48], [0, 0, 48, 48]]
+    finally:
+        service.close()
