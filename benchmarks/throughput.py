@@ -58,7 +58,7 @@ from prodrec.data import ImageList, make_synthetic_inshop, read_inshop
 from prodrec.retrieval import evaluate_embeddings, extract_embeddings
 from prodrec.models import resolve_backbone_name
 from prodrec.retrieval import knn_search, l2_normalize
-from prodrec.train import TrainingRun, resolve_device
+from prodrec.train import MetricTask, TrainingRun, resolve_device
 
 CHUNK = 2048  # queries per matmul in the torch search baseline
 ITEMS = 3985  # In-shop's test items: the eval labels
@@ -203,7 +203,7 @@ def training_figures(args: argparse.Namespace, root: Path, work: Path, device: t
         f"DataLoader.batch_size={args.batch_size}", f"DataLoader.num_workers={args.workers}",
         f"Global.device={device}", f"Global.output_dir={work}"])
     work.mkdir(parents=True, exist_ok=True)
-    run = TrainingRun(config, splits, work, progress=False)
+    run = TrainingRun(config, MetricTask(config, splits), work, progress=False)
     model, batch, files = run.model, args.batch_size, run.train_loader
     images = torch.randn(batch, 3, args.image_size, args.image_size)
     labels = torch.arange(batch // 2).repeat_interleave(2) % splits.train.num_classes

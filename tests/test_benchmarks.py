@@ -244,3 +244,16 @@ def test_calibration_check_splits_products_three_ways_and_measures_unseen_ones(t
     gallery, calibration, test = load_script("calibration_check.py").split_products(np.arange(10), 0, 0.5)
     assert len(gallery) == 5 and len(calibration) == 2 and len(test) == 3
     assert not set(gallery) & set(calibration) and not set(calibration) & set(test)
+
+
+def test_detector_choice_times_and_trains_each_detector(tmp_path):
+    pytest.importorskip("torchmetrics")
+    stdout = run_script("detector_choice.py", "--output", tmp_path / "choice", "--detectors", "fcos_resnet18",
+                        "ssdlite_mobilenet_v3", "--image-size", 96, "--scenes", 10, "--minutes", 0.01,
+                        "--speed-photos", 1, cwd=tmp_path)
+    rows = json.loads((tmp_path / "choice" / "results.json").read_text())
+    assert [row["detector"] for row in rows] == ["fcos_resnet18", "ssdlite_mobilenet_v3"]
+    for row in rows:
+        assert row["photos_per_second"] > 0 and row["step_seconds"] > 0 and row["epochs"] >= 1
+        assert 0 <= row["map_50"] <= 1 and "mar_100" in row
+    assert "| fcos_resnet18 |" in stdout and "9 training / 1 validation scenes" in stdout
