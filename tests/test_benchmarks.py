@@ -257,3 +257,25 @@ def test_detector_choice_times_and_trains_each_detector(tmp_path):
         assert row["photos_per_second"] > 0 and row["step_seconds"] > 0 and row["epochs"] >= 1
         assert 0 <= row["map_50"] <= 1 and "mar_100" in row
     assert "| fcos_resnet18 |" in stdout and "9 training / 1 validation scenes" in stdout
+
+
+def test_shelf_pipeline_times_a_sparse_and_a_dense_photo(tmp_path):
+    pytest.importorskip("faiss")
+    from prodrec.gallery import build_gallery
+    from prodrec.models import DetectorSettings, ProductDetector
+
+    torch.manual_seed(0)
+    model = Embedder("resnet18d", embedding_size=16, image_size=32)
+    pictures = tmp_path / "p.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(pictures)
+    build_gallery(model, [(str(pictures), "red", None)], progress=False).save(tmp_path / "g")
+    model.save(tmp_path / "g" / "embedder.pt")
+    ProductDetector(DetectorSettings("ssdlite_mobilenet_v3", image_size=96, max_detections=10)).save(tmp_path / "d.pt")
+    stdout = run_script("shelf_pipeline.py", "--detector", tmp_path / "d.pt", "--index", tmp_path / "g", "--scenes", 3,
+                        "--repeat", 1, "--products", 30, 150, "--output", tmp_path / "out", cwd=tmp_path)
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [row["target"] for row in rows] == [30, 150]
+    assert all(row["pipeline_seconds"] >= row["detect_seconds"] > 0 and row["regions"] >= 1 for row in rows)
+    assert "| products in the photo |" in stdout

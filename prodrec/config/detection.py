@@ -2,8 +2,8 @@
 ``Global`` and ``Optimizer`` sections, an ``Arch`` naming a detector and a ``DataLoader`` naming box data.
 
 Example:
-    >>> DetectionConfig.from_dict({"Arch": {"name": "ssdlite_mobilenet_v3"}}).Arch.image_size
-    512
+    >>> DetectionConfig.from_dict({"Arch": {"name": "fcos_resnet18"}}).Arch.image_size
+    384
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ __all__ = ["DetectionConfig", "DetectorArchConfig", "DetectionDataConfig"]
 
 @dataclass
 class DetectorArchConfig:
-    name: str = "fcos_resnet18"
-    image_size: int = 512
+    name: str = "ssdlite_mobilenet_v3"
+    image_size: int = 384
     max_detections: int = 300
     score_threshold: float = 0.2
     nms_iou: float = 0.5
@@ -51,11 +51,12 @@ class DetectionDataConfig:
 
 def _detector_optimizer() -> OptimizerConfig:
     return OptimizerConfig(name="AdamW", lr=LRConfig(name="Cosine", learning_rate=1e-3, warmup_epoch=1.0,
-                                                     schedule_epochs=24), regularizer=None)
+                                                     schedule_epochs=20), regularizer=None)
 
 
 def _detector_global() -> GlobalConfig:
-    return GlobalConfig(epochs=24, output_dir="./detector", image_size=512, channels_last=False)
+    # About 20 minutes on 2 CPU cores with the built-in scenes (docs/benchmarks.md, "Product detection").
+    return GlobalConfig(epochs=20, output_dir="./detector", image_size=384, channels_last=False)
 
 
 @dataclass

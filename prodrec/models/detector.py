@@ -34,15 +34,16 @@ class DetectorSettings:
     """A detector's architecture and inference settings (saved with it).
 
     Attributes:
-        name: A :data:`DETECTORS` name, e.g. ``fcos_resnet18`` or ``ssdlite_mobilenet_v3``.
+        name: A :data:`DETECTORS` name, e.g. ``ssdlite_mobilenet_v3`` (the default: the fastest and, within
+            a CPU budget, the most accurate measured; ``benchmarks/detector_choice.py``) or ``fcos_resnet18``.
         image_size: The longer side photos are resized to (torchvision's ``max_size``; ``min_size`` keeps 4:3).
         max_detections: Boxes kept per photo (dense shelves hold 100-200 products).
         score_threshold: Boxes scoring below it are dropped.
         nms_iou: Non-maximum suppression's IoU.
     """
 
-    name: str = "fcos_resnet18"
-    image_size: int = 512
+    name: str = "ssdlite_mobilenet_v3"
+    image_size: int = 384
     max_detections: int = 300
     score_threshold: float = 0.2
     nms_iou: float = 0.5
