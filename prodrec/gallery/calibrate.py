@@ -11,42 +11,30 @@ from __future__ import annotations
 
 import datetime
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict, Optional, Tuple
+from dataclasses import dataclass, fields
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from prodrec.retrieval import TopOneOutcomes, choose_threshold
+from prodrec.retrieval import ThresholdChoice, TopOneOutcomes, choose_threshold
 from prodrec.utils import ProdrecError
 
 __all__ = ["Calibration", "held_out_outcomes", "calibrate_gallery"]
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """How a gallery's stored threshold was chosen: the target, the rates it gave on the held-out queries,
-    the query counts, the gallery's change count then (``changes``) and when (``calibrated_at``, UTC).
+class Calibration(ThresholdChoice):
+    """How a gallery's stored threshold was chosen: the :class:`~prodrec.retrieval.ThresholdChoice` (target,
+    rates on the held-out queries, counts), the single-image products skipped, the gallery's change count
+    then (``changes``) and when (``calibrated_at``, UTC).
 
     Example:
         >>> gallery.calibration = calibrate_gallery(gallery, far=0.01)  # doctest: +SKIP
     """
 
-    threshold: float
-    far_target: float
-    far: float
-    frr: Optional[float]
-    false_accepts: int
-    false_rejects: int
-    known_queries: int
-    unknown_queries: int
-    far_upper_95: float
-    min_supported_far: float
     skipped_products: int
     changes: int
     calibrated_at: str
-
-    def to_json(self) -> Dict[str, Any]:
-        return asdict(self)
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> "Calibration":

@@ -3,19 +3,19 @@ FAR on a log axis)."""
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 
-from prodrec.retrieval.threshold import TopOneOutcomes, error_rates
+from prodrec.retrieval.threshold import ThresholdChoice, TopOneOutcomes, error_rates
 
 __all__ = ["plot_error_rates"]
 
 
 def plot_error_rates(outcomes: TopOneOutcomes, path: Union[str, os.PathLike],
-                     choice: Optional[Any] = None, *, title: str = "") -> None:
+                     choice: Optional[ThresholdChoice] = None, *, title: str = "") -> None:
     """Draw FAR and FRR against the threshold (left) and FRR against FAR, FAR on a log axis (right) into an image
-    file (PNG, SVG, PDF by its suffix), marking ``choice`` (a :class:`ThresholdChoice` or a gallery's
+    file (PNG, SVG, PDF by its suffix), marking ``choice`` (a :class:`ThresholdChoice`, e.g. a gallery's
     ``Calibration``). Needs matplotlib (``pip install matplotlib``)."""
     try:
         import matplotlib
