@@ -17,7 +17,14 @@ from prodrec.models import DetectorSettings, ProductDetector
 from prodrec.train import DistributedContext, TrainingTask
 from prodrec.utils import ProdrecError
 
-__all__ = ["DetectorWithLoss", "DetectionTask"]
+__all__ = ["DetectorWithLoss", "DetectionTask", "detector_settings"]
+
+
+def detector_settings(config: DetectionConfig) -> DetectorSettings:
+    """The detector ``config.Arch`` describes (an unknown name or a bad value is refused here)."""
+    arch = config.Arch
+    return DetectorSettings(arch.name, image_size=arch.image_size, max_detections=arch.max_detections,
+                            score_threshold=arch.score_threshold, nms_iou=arch.nms_iou)
 
 
 class DetectorWithLoss(nn.Module):
@@ -45,13 +52,10 @@ class DetectionTask(TrainingTask):
     def __init__(self, config: DetectionConfig, train: BoxSet, val: BoxSet) -> None:
         if not len(train) or not len(val):
             raise ProdrecError(f"a detector needs training and validation photos; got {len(train)} and {len(val)}")
-        arch = config.Arch
         self.config, self.train, self.val = config, train, val
-        self.model = ProductDetector(DetectorSettings(arch.name, image_size=arch.image_size,
-                                                      max_detections=arch.max_detections,
-                                                      score_threshold=arch.score_threshold, nms_iou=arch.nms_iou))
-        if arch.pretrained:
-            self.model.load_pretrained(arch.pretrained)
+        self.model = ProductDetector(detector_settings(config))
+        if config.Arch.pretrained:
+            self.model.load_pretrained(config.Arch.pretrained)
 
     def wrap(self, ctx: DistributedContext, amp_dtype: Optional[torch.dtype]) -> nn.Module:
         module = DetectorWithLoss(self.model.to(ctx.device), amp_dtype)

@@ -13,7 +13,7 @@ import numpy as np
 
 from prodrec.config import DetectionConfig, load_config
 from prodrec.data import BoxSet, make_shelves, read_coco, read_sku110k
-from prodrec.detection.task import DetectionTask
+from prodrec.detection.task import DetectionTask, detector_settings
 from prodrec.train import DistributedContext, TrainResult, run_task
 
 __all__ = ["read_boxes", "detection_data", "train_detector"]
@@ -75,6 +75,7 @@ def train_detector(config: Union[DetectionConfig, str, os.PathLike, Dict[str, An
         >>> result.metrics["map_50"]  # doctest: +SKIP
     """
     config = config if isinstance(config, DetectionConfig) else load_config(config, schema=DetectionConfig)
+    detector_settings(config)  # a bad Arch is refused before any data is read or made
 
     def task(ctx: DistributedContext, output_dir: Path) -> DetectionTask:
         train, val = data if data is not None else detection_data(config, output_dir, progress and ctx.is_main)

@@ -93,5 +93,7 @@ def test_detection_config_names_bad_settings():
         load_config({"DataLoader": {"coco": "a.json", "sku110k": "b.csv", "images": "x"}}, schema=DetectionConfig)
     with pytest.raises(ValueError, match="DataLoader.images"):
         load_config({"DataLoader": {"coco": "a.json"}}, schema=DetectionConfig)
-    with pytest.raises(ValueError, match="unknown detector"):
-        train_detector({"Arch": {"name": "yolo"}, "Global": {"output_dir": "x"}}, data=None, progress=False)
+def test_a_bad_detector_name_is_refused_before_any_scene_is_made(tmp_path):
+    with pytest.raises(ValueError, match="unknown detector 'yolo'"):
+        train_detector({"Arch": {"name": "yolo"}, "Global": {"output_dir": str(tmp_path / "run")}}, progress=False)
+    assert not (tmp_path / "run").exists()
