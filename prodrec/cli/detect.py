@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Callable, Dict, List
 
-from prodrec.cli.models import MODEL_FILE, load_model
+from prodrec.cli.models import MODEL_FILE, load_detector_model, load_model
 from prodrec.utils import ProdrecError
 
 __all__ = ["add_commands"]
@@ -51,6 +51,11 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
+    export = actions.add_parser("export", help="export a detector to ONNX, checked against PyTorch")
+    export.add_argument("--checkpoint", required=True, help="a detector file or best.pt / last.pt")
+    export.add_argument("--output", required=True, help="det.onnx (its settings go to det.onnx.json)")
+    export.add_argument("--opset", type=int, default=17)
+
     pipeline = actions.add_parser("eval-pipeline", help="detect -> recognise scored end to end: precision, recall, F1")
     pipeline.add_argument("--detector", required=True, help="a detector file or best.pt / last.pt")
     pipeline.add_argument("--index", required=True, help="gallery folder")
@@ -63,7 +68,8 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
     pipeline.add_argument("--device", default="auto")
     pipeline.add_argument("--json", action="store_true", help="print one JSON object")
     return {"make-shelves": _make_shelves,
-            "detect": lambda args: {"train": _train, "eval": _eval, "eval-pipeline": _eval_pipeline}[args.detect_command](args)}
+            "detect": lambda args: {"train": _train, "eval": _eval, "export": _export,
+                                          "eval-pipeline": _eval_pipeline}[args.detect_command](args)}
 
 
 def _add_box_args(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -128,9 +134,6 @@ def _eval_pipeline(args: argparse.Namespace) -> int:
 
     from prodrec.detection import evaluate_pipeline, read_boxes
     from prodrec.gallery import GalleryIndex, Recognizer
-    from prodrec.models import ProductDetector
-    from prodrec.train import resolve_device
-
     if not args.images:
         raise ProdrecError("--images: the folder the annotation file's images are in")
     if not 0 < args.iou <= 1:
@@ -138,8 +141,7 @@ def _eval_pipeline(args: argparse.Namespace) -> int:
     boxes = read_boxes(args.coco, args.sku110k, args.images, "skip" if args.skip_bad_boxes else "error")
     gallery = GalleryIndex.load(args.index)
     model = load_model(args.checkpoint or os.path.join(args.index, MODEL_FILE), args.device)
-    detector = ProductDetector.load(args.detector).to(resolve_device(args.device)).eval()
-    recognizer = Recognizer(model, gallery, threshold=args.threshold, detector=detector)
+    recognizer = Recognizer(model, gallery, threshold=args.threshold, detector=load_detector_model(args.detector, args.device))
     result = evaluate_pipeline(recognizer, boxes, thresholds=args.thresholds, iou=args.iou, progress=not args.json)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -151,4 +153,12 @@ def _eval_pipeline(args: argparse.Namespace) -> int:
             rates = row[kind]
             print(f"{row['threshold']:>10.4g} {kind:>20} {rates['precision']:>9.3f} {rates['recall']:>7.3f} "
                   f"{rates['f1']:>6.3f}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from prodrec.models import ProductDetector, export_detector
+
+    path = export_detector(ProductDetector.load(args.checkpoint), args.output, opset=args.opset)
+    print(f"exported {args.checkpoint} to {path} (settings and parity check in {path}.json); use it as --detector {path}")
     return 0

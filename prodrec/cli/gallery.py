@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict
 from prodrec.cli.calibrate import add_calibrate, describe_calibration
-from prodrec.cli.models import MODEL_FILE, load_model
+from prodrec.cli.models import MODEL_FILE, load_detector_model, load_model
 from prodrec.utils import ProdrecError, atomic_write
 
 __all__ = ["add_commands", "MODEL_FILE", "load_model"]
@@ -192,12 +192,9 @@ def _search(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint or os.path.join(args.index, MODEL_FILE), args.device)
     detector = None
     if args.detector:
-        from prodrec.models import ProductDetector
-        from prodrec.train import resolve_device
-
         if args.inshop_boxes:
             raise ProdrecError("--detector finds the boxes; --inshop-boxes gives them: choose one")
-        detector = ProductDetector.load(args.detector).to(resolve_device(args.device)).eval()
+        detector = load_detector_model(args.detector, args.device)
     recognizer = Recognizer(model, gallery, k=args.k, threshold=args.threshold, rerank=args.rerank, detector=detector)
     boxes = {}
     if args.inshop_boxes:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["MODEL_FILE", "load_model"]
+__all__ = ["MODEL_FILE", "load_model", "load_detector_model"]
 
 MODEL_FILE = "embedder.pt"
 
@@ -19,3 +19,12 @@ def load_model(path: str, device: str):
     if metadata_path(path).is_file():
         return ExportedEmbedder(path, device=resolve_device(device).type)
     return Embedder.load(path).to(resolve_device(device))
+
+
+def load_detector_model(path: str, device: str):
+    """A ProductDetector (on ``device``) from a detector file or checkpoint, or an ExportedDetector (ONNX)."""
+    from prodrec.models import ProductDetector, load_detector
+    from prodrec.train import resolve_device
+
+    detector = load_detector(path)
+    return detector.to(resolve_device(device)) if isinstance(detector, ProductDetector) else detector

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-from prodrec.cli.models import MODEL_FILE, load_model
+from prodrec.cli.models import MODEL_FILE, load_detector_model, load_model
 from prodrec.utils import ProdrecError
 
 __all__ = ["add_commands", "read_token"]
@@ -58,10 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
     embedder = BatchingEmbedder(model, max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms)
     detector = None
     if args.detector:
-        from prodrec.models import ProductDetector
-        from prodrec.train import resolve_device
-
-        detector = ProductDetector.load(args.detector).to(resolve_device(args.device)).eval()
+        detector = load_detector_model(args.detector, args.device)
     service = GalleryService(args.index, embedder, detector=detector, read_only=args.read_only)
     try:
         app = create_app(service, token=token, max_upload_bytes=int(args.max_upload_mb * (1 << 20)))
