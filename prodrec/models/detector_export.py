@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple, Union
@@ -63,7 +64,11 @@ def export_detector(detector: ProductDetector, path: Union[str, os.PathLike], *,
     checked: Dict[str, float] = {}
 
     def write(temporary: Path) -> None:
-        with torch.no_grad():
+        # torchvision's box scaling warns that sizes become trace constants; the parity check on two other
+        # photo sizes is what tells whether the graph is right.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="To copy construct from a tensor")
             torch.onnx.export(graph, (example,), str(temporary), dynamo=False, opset_version=opset,
                               input_names=["image"], output_names=["boxes", "scores"],
                               dynamic_axes={"image": {1: "height", 2: "width"}, "boxes": {0: "found"},
