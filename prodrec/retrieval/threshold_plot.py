@@ -3,6 +3,7 @@ FAR on a log axis)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
@@ -53,6 +54,7 @@ def plot_error_rates(outcomes: TopOneOutcomes, path: Union[str, os.PathLike],
     for axes in (left, right):
         axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
 

@@ -136,5 +136,5 @@ def test_open_set_rates_leave_half_the_products_out():
 def test_plot_draws_both_panels(tmp_path):
     pytest.importorskip("matplotlib")
     outcomes = TopOneOutcomes(KNOWN, CORRECT, UNKNOWN)
-    plot_error_rates(outcomes, tmp_path / "rates.png", choose_threshold(outcomes, 0.25))
-    assert (tmp_path / "rates.png").stat().st_size > 10_000
+    plot_error_rates(outcomes, tmp_path / "new" / "rates.png", choose_threshold(outcomes, 0.25))  # folder made
+    assert (tmp_path / "new" / "rates.png").stat().st_size > 10_000
