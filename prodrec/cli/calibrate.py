@@ -38,7 +38,7 @@ def add_calibrate(actions: "argparse._SubParsersAction", model_file: str) -> Cal
 
 
 def _calibrate(args: argparse.Namespace, model_file: str) -> int:
-    from prodrec.gallery import GalleryIndex, calibrate_gallery, held_out_outcomes
+    from prodrec.gallery import calibrate_gallery, held_out_outcomes, open_gallery, update_gallery
     from prodrec.retrieval import check_far, plot_error_rates
 
     check_far(args.far)
@@ -46,13 +46,13 @@ def _calibrate(args: argparse.Namespace, model_file: str) -> int:
         raise ProdrecError("--image-root, --allow-outside-root and --checkpoint apply to --unknown images only")
     if args.plot:
         _require_matplotlib()
-    unknown = _unknown_features(args, GalleryIndex.load(args.index), model_file) if args.unknown else None
+    unknown = _unknown_features(args, open_gallery(args.index), model_file) if args.unknown else None
     if args.dry_run:
-        gallery = GalleryIndex.load(args.index)
+        gallery = open_gallery(args.index)
         outcomes = held_out_outcomes(gallery, unknown)
         calibration = calibrate_gallery(gallery, far=args.far, outcomes=outcomes)
     else:
-        with GalleryIndex.update(args.index, wait=not args.no_wait) as gallery:
+        with update_gallery(args.index, wait=not args.no_wait) as gallery:
             outcomes = held_out_outcomes(gallery, unknown)
             calibration = calibrate_gallery(gallery, far=args.far, outcomes=outcomes)
             gallery.calibration = calibration

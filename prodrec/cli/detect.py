@@ -133,13 +133,13 @@ def _eval_pipeline(args: argparse.Namespace) -> int:
     import os
 
     from prodrec.detection import evaluate_pipeline, read_boxes
-    from prodrec.gallery import GalleryIndex, Recognizer
+    from prodrec.gallery import Recognizer, open_gallery
     if not args.images:
         raise ProdrecError("--images: the folder the annotation file's images are in")
     if not 0 < args.iou <= 1:
         raise ProdrecError(f"--iou must be in (0, 1], got {args.iou}")
     boxes = read_boxes(args.coco, args.sku110k, args.images, "skip" if args.skip_bad_boxes else "error")
-    gallery = GalleryIndex.load(args.index)
+    gallery = open_gallery(args.index)
     model = load_model(args.checkpoint or os.path.join(args.index, MODEL_FILE), args.device)
     recognizer = Recognizer(model, gallery, threshold=args.threshold, detector=load_detector_model(args.detector, args.device))
     result = evaluate_pipeline(recognizer, boxes, thresholds=args.thresholds, iou=args.iou, progress=not args.json)

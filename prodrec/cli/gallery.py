@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict
 from prodrec.cli.calibrate import add_calibrate, describe_calibration
+from prodrec.cli.migrate import add_backend_args, add_migrate, new_gallery, store_gallery
 from prodrec.cli.models import MODEL_FILE, load_detector_model, load_model
 from prodrec.utils import ProdrecError, atomic_write
 
@@ -20,19 +21,22 @@ __all__ = ["add_commands", "MODEL_FILE", "load_model"]
 
 def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[argparse.Namespace], int]]:
     """Add ``index`` and ``search`` to a ``prodrec`` subparsers object; returns ``{command: handler}``."""
-    index = commands.add_parser("index", help="build, update and inspect a product gallery (faiss index)")
+    index = commands.add_parser("index", help="build, update, migrate and inspect a product gallery (faiss or Milvus)")
     actions = index.add_subparsers(dest="index_command", metavar="ACTION", required=True)
 
     build = actions.add_parser("build", help="embed gallery images with a model and index them")
     build.add_argument("--checkpoint", required=True, help="best.pt, last.pt or a saved Embedder")
     _add_image_args(build)
-    build.add_argument("--type", default="Flat", help="Flat (exact, default), HNSW32, IVF{n},Flat or IVF{n},PQ{m}")
+    build.add_argument("--type", "--index-type", dest="type",
+                       help="faiss: Flat (exact, default), HNSW32, IVF{n},Flat or IVF{n},PQ{m}; Milvus: FLAT (default), "
+                            "HNSW, HNSW_SQ, IVF_FLAT, IVF_SQ8, AUTOINDEX")
+    add_backend_args(build)
     build.add_argument("--metric", choices=["ip", "l2"], default="ip", help="ip: cosine similarity (default)")
     build.add_argument("--output", required=True, help="gallery folder to write (a new one, or with --force)")
     build.add_argument("--force", action="store_true", help="replace the gallery already in --output")
     build.add_argument("--no-features", action="store_true", help="do not keep features (rebuild impossible)")
-    build.add_argument("--nprobe", type=int, help="IVF lists searched per query (faiss default 1)")
-    build.add_argument("--ef-search", type=int, help="HNSW search depth (faiss default 16)")
+    build.add_argument("--nprobe", type=int, help="IVF lists searched per query (faiss default 1, Milvus 16)")
+    build.add_argument("--ef-search", type=int, help="HNSW search depth (faiss default 16, Milvus 64)")
 
     add = actions.add_parser("add", help="embed more images and add them to a gallery")
     add.add_argument("--index", required=True, help="gallery folder")
@@ -49,6 +53,7 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
     _add_wait_arg(remove)
 
     calibrate = add_calibrate(actions, MODEL_FILE)
+    migrate = add_migrate(actions, MODEL_FILE)
 
     info = actions.add_parser("info", help="describe a gallery")
     info.add_argument("--index", required=True, help="gallery folder")
@@ -68,10 +73,13 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
     search.add_argument("--detector", metavar="DET.pt", help="find the products in each photo first (prodrec detect "
                                                              "train); one region per product plus the whole photo")
     search.add_argument("--draw", metavar="DIR", help="write each photo with its regions drawn to DIR/<name>.png")
+    search.add_argument("--filter", metavar="EXPR", help='match only gallery images it accepts, e.g. \'label in ["a", "b"]\' '
+                                                       "(fields id, label, name, path; docs/gallery.md)")
     search.add_argument("--device", default="auto")
     search.add_argument("--json", action="store_true", help="print the results as JSON")
     return {"index": lambda args: {"build": _build, "add": _add, "remove": _remove, "info": _info,
-                                   "calibrate": calibrate}[args.index_command](args), "search": _search}
+                                   "calibrate": calibrate, "migrate": migrate}[args.index_command](args),
+            "search": _search}
 
 
 def _add_image_args(parser: argparse.ArgumentParser) -> None:
@@ -110,7 +118,7 @@ def _images(args: argparse.Namespace):
 
 def _build(args: argparse.Namespace) -> int:
     from prodrec.models import ExportedEmbedder
-    from prodrec.gallery import GalleryFolder, build_gallery
+    from prodrec.gallery import GalleryFolder, add_embedded, embed_images
 
     folder = GalleryFolder(args.output)
     if os.path.exists(args.output) and not os.path.isdir(args.output):
@@ -122,8 +130,11 @@ def _build(args: argparse.Namespace) -> int:
     if isinstance(model, ExportedEmbedder):
         raise ProdrecError(f"{args.checkpoint} is an exported model, but the gallery folder keeps the PyTorch model "
                            f"({MODEL_FILE}); build with best.pt or a saved Embedder, then add and search with either")
-    gallery = build_gallery(model, _images(args), index_type=args.type, metric=args.metric,
-                            keep_features=not args.no_features, batch_size=args.batch_size, progress=not args.quiet)
+    embedded = embed_images(model, _images(args), batch_size=args.batch_size, progress=not args.quiet)
+    gallery = new_gallery(args, dim=model.embedding_size, metric=args.metric, keep_features=not args.no_features)
+    if not gallery.is_trained:
+        gallery.train(embedded.features)
+    add_embedded(gallery, embedded)
     if args.nprobe is not None:
         gallery.nprobe = args.nprobe
     if args.ef_search is not None:
@@ -132,47 +143,49 @@ def _build(args: argparse.Namespace) -> int:
         if folder.exists() and not args.force:  # another build got there first
             raise ProdrecError(f"{args.output} now holds a gallery another process built; rerun with --force to "
                                "replace it")
-        folder.save(gallery)
+        store_gallery(folder, gallery)
         atomic_write(folder.directory / MODEL_FILE, model.save)
-    print(f"indexed {len(gallery)} images of {len(set(gallery.labels))} products ({gallery.index_type}) in "
+    where = f" at {gallery.uri}, collection {gallery.collection}" if gallery.backend == "milvus" else ""
+    print(f"indexed {len(gallery)} images of {len(set(embedded.labels))} products ({gallery.index_type}{where}) in "
           f"{args.output}")
     return 0
 
 
 def _add(args: argparse.Namespace) -> int:
-    from prodrec.gallery import GalleryIndex, add_embedded, check_embedder, embed_images
+    from prodrec.gallery import add_embedded, check_embedder, embed_images, open_gallery, update_gallery
 
     model = load_model(args.checkpoint or os.path.join(args.index, MODEL_FILE), args.device)
-    check_embedder(GalleryIndex.load(args.index), model)  # before embedding: the wrong model fails at once
+    check_embedder(open_gallery(args.index), model)  # before embedding: the wrong model fails at once
     embedded = embed_images(model, _images(args), batch_size=args.batch_size, progress=not args.quiet)
-    with GalleryIndex.update(args.index, wait=not args.no_wait, on_wait=_waiting(args.index)) as gallery:
+    with update_gallery(args.index, wait=not args.no_wait, on_wait=_waiting(args.index)) as gallery:
         ids = add_embedded(gallery, embedded)
     print(f"added {len(ids)} images (ids {ids[0]}..{ids[-1]}); the gallery holds {len(gallery)}")
     return 0
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from prodrec.gallery import GalleryIndex
+    from prodrec.gallery import update_gallery
 
-    with GalleryIndex.update(args.index, wait=not args.no_wait, on_wait=_waiting(args.index)) as gallery:
+    with update_gallery(args.index, wait=not args.no_wait, on_wait=_waiting(args.index)) as gallery:
         removed = gallery.remove(ids=args.ids, label=args.labels, rebuild=args.rebuild)
     print(f"removed {removed} images; the gallery holds {len(gallery)}")
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
-    from prodrec.gallery import GalleryFolder, GalleryIndex
+    from prodrec.gallery import gallery_backend
 
-    gallery = GalleryIndex.load(args.index)
-    folder = GalleryFolder(args.index)
-    files = {name: os.path.getsize(folder.current_folder() / name) for name in ("index.faiss", "meta.npz")}
-    info = {"folder": str(args.index), "generation": folder.generation(), "index_type": gallery.index_type, "metric": gallery.metric,
-            "dim": gallery.dim, "images": len(gallery), "products": len(set(gallery.labels)),
+    backend = gallery_backend(args.index)
+    gallery = backend.load()
+    count, labels = len(gallery), gallery.labels
+    info = {"folder": str(args.index), **backend.describe(), "index_type": gallery.index_type,
+            "metric": gallery.metric, "dim": gallery.dim, "images": count, "products": len(set(labels.tolist())),
             "nprobe": gallery.nprobe, "ef_search": gallery.ef_search, "features_kept": gallery.keep_features,
-            "file_bytes": files, "bytes_per_image": round(sum(files.values()) / max(len(gallery), 1)),
             "embedder": gallery.embedder_info, "changes": gallery.changes,
             "calibration": None if gallery.calibration is None else {
                 **gallery.calibration.to_json(), "changes_since": gallery.changes - gallery.calibration.changes}}
+    if "file_bytes" in info:
+        info["bytes_per_image"] = round(sum(info["file_bytes"].values()) / max(count, 1))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -185,10 +198,10 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from prodrec.gallery import GalleryIndex
-    from prodrec.gallery import Recognizer, read_inshop_boxes
+    from prodrec.gallery import Recognizer, open_gallery, parse_filter, read_inshop_boxes
 
-    gallery = GalleryIndex.load(args.index)
+    where = parse_filter(args.filter).expression if args.filter is not None else None  # refused before the model loads
+    gallery = open_gallery(args.index)
     model = load_model(args.checkpoint or os.path.join(args.index, MODEL_FILE), args.device)
     detector = None
     if args.detector:
@@ -206,7 +219,7 @@ def _search(args: argparse.Namespace) -> int:
             raise ProdrecError(f"no box in {args.inshop_boxes}/Anno/list_bbox_inshop.txt for {len(missing)} "
                                f"images: {missing[:20]}")
         boxes = {image: [known[key]] for image, key in keys.items()}
-    results = [(image, recognizer.recognize(image, boxes.get(image))) for image in args.images]
+    results = [(image, recognizer.recognize(image, boxes.get(image), filter=where)) for image in args.images]
     if args.draw:
         from prodrec.gallery import draw_recognitions
 

@@ -105,7 +105,7 @@ def add_images(gallery: GalleryIndex, embedder: AnyEmbedder, images: GalleryImag
 
 def build_gallery(embedder: AnyEmbedder, images: GalleryImages, *, index_type: str = "Flat", metric: str = "ip",
                   keep_features: bool = True, batch_size: int = 64, num_workers: int = 0,
-                  progress: bool = True) -> GalleryIndex:
+                  progress: bool = True, into: Optional[Any] = None) -> Any:
     """A new gallery of ``images`` embedded by ``embedder`` (on its device); IVF types are trained on them.
 
     Args:
@@ -117,9 +117,16 @@ def build_gallery(embedder: AnyEmbedder, images: GalleryImages, *, index_type: s
         batch_size: Images per forward pass.
         num_workers: DataLoader workers that decode images (an exported model decodes in this process).
         progress: Show a progress bar.
+        into: An empty gallery to fill instead of a new faiss one (e.g. a
+            :class:`~prodrec.gallery.MilvusGallery`; ``index_type``, ``metric`` and ``keep_features`` are then its own).
     """
-    gallery = GalleryIndex(embedder.embedding_size, index_type=index_type, metric=metric,
-                           keep_features=keep_features)
+    if into is not None and len(into):
+        raise ProdrecError(f"build_gallery fills an empty gallery; {into!r} holds {len(into)} images (add_images adds)")
+    gallery = into if into is not None else GalleryIndex(embedder.embedding_size, index_type=index_type, metric=metric,
+                                                         keep_features=keep_features)
+    if embedder.embedding_size != gallery.dim:
+        raise ProdrecError(f"the model makes {embedder.embedding_size}-d features but the gallery holds {gallery.dim}-d "
+                           "ones; make the gallery with the model's embedding size")
     features, metadata = _embed(embedder, images, batch_size=batch_size, num_workers=num_workers, progress=progress)
     if not gallery.is_trained:
         gallery.train(features)

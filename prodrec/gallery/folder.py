@@ -27,9 +27,10 @@ from prodrec.gallery.store import GALLERY_FILES, read_generation, write_generati
 from prodrec.utils import (FileLock, ProdrecError, ProdrecRuntimeError, atomic_write, fsync_folder, remove_temporaries,
                            write_failure)
 
-__all__ = ["GalleryFolder", "CURRENT_FILE", "LOCK_FILE"]
+__all__ = ["GalleryFolder", "CURRENT_FILE", "LOCK_FILE", "BACKEND_FILE"]
 
 CURRENT_FILE, LOCK_FILE = "CURRENT", "write.lock"
+BACKEND_FILE = "backend.json"  # a gallery kept elsewhere (Milvus): prodrec.gallery.backends
 _GENERATION = re.compile(r"gen-(\d{6,})")
 _LOAD_ATTEMPTS = 5  # a reader retries while writers switch generations under it
 
@@ -61,8 +62,8 @@ class GalleryFolder:
         return name
 
     def exists(self) -> bool:
-        """Whether the folder holds a saved gallery (of any prodrec version)."""
-        return (self.directory / CURRENT_FILE).is_file() or (self.directory / GALLERY_FILES[-1]).is_file()
+        """Whether the folder holds a gallery (of any prodrec version, on any backend)."""
+        return any((self.directory / name).is_file() for name in (CURRENT_FILE, GALLERY_FILES[-1], BACKEND_FILE))
 
     def current_folder(self) -> Path:
         """The folder of the current generation's files (the gallery folder itself for a 0.1 gallery)."""
@@ -71,6 +72,9 @@ class GalleryFolder:
 
     def load(self, gallery_class: Callable[..., Any]) -> Any:
         """The current generation, checked (:func:`prodrec.gallery.store.read_generation`), into ``gallery_class``."""
+        if (self.directory / BACKEND_FILE).is_file():
+            raise ProdrecError(f"{self.directory} is a gallery kept in Milvus ({BACKEND_FILE}), not faiss generations; "
+                               "open it with prodrec.gallery.open_gallery")
         for attempt in range(_LOAD_ATTEMPTS):
             name = self.generation()
             try:
@@ -117,6 +121,17 @@ class GalleryFolder:
         gallery.generation = name
         self._clean()
         return folder
+
+    def remove_generations(self) -> None:
+        """Delete every saved generation (and a 0.1 gallery's files), inside :meth:`writing`: for a gallery
+        folder whose gallery now lives elsewhere (``backend.json`` written first)."""
+        assert self._lock.held, "GalleryFolder.remove_generations outside GalleryFolder.writing"
+        (self.directory / CURRENT_FILE).unlink(missing_ok=True)
+        fsync_folder(self.directory)
+        for name in self._generations():
+            shutil.rmtree(self.directory / name, ignore_errors=True)
+        for name in GALLERY_FILES:
+            (self.directory / name).unlink(missing_ok=True)
 
     def _generations(self) -> list:
         if not self.directory.is_dir():

@@ -11,19 +11,20 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from prodrec.retrieval import METRICS, check_index_type, faiss_message, new_faiss_index, search_knob
 from prodrec.retrieval import rerank_gallery
 from prodrec.gallery.calibrate import Calibration
+from prodrec.gallery.filters import GalleryFilter, filter_columns, parse_filter
 from prodrec.gallery.folder import GalleryFolder
 from prodrec.retrieval import import_faiss, use_faiss_gpu, l2_normalize
 from prodrec.utils import ProdrecError, ProdrecRuntimeError, check_positive_int
 
 
-__all__ = ["GalleryIndex", "SearchResult"]
+__all__ = ["GalleryIndex", "SearchResult", "row_strings"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class GalleryIndex:
         >>> gallery.search(np.array([[0.9, 0.1, 0, 0]]), k=2).labels.tolist()
         [['cola', 'cola']]
     """
+
+    backend = "faiss"
 
     def __init__(self, dim: int, *, index_type: str = "Flat", metric: str = "ip", keep_features: bool = True) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
@@ -177,7 +180,7 @@ class GalleryIndex:
         self._require_trained()
         features = self._check_features(features, "features")
         count = len(features)
-        labels, names, paths = (_strings(values, count, name, optional=name != "labels")
+        labels, names, paths = (row_strings(values, count, name, optional=name != "labels")
                                 for values, name in ((labels, "labels"), (names, "names"), (paths, "paths")))
         ids = np.arange(self._next_id, self._next_id + count, dtype=np.int64)
         self._index.add_with_ids(features, ids)
@@ -250,7 +253,8 @@ class GalleryIndex:
                 setattr(self, name, value)
 
     def search(self, features: np.ndarray, k: int = 5, *, block_size: int = 4096, device: str = "auto",
-               rerank: Optional[str] = None, rerank_options: Optional[Dict[str, Any]] = None) -> SearchResult:
+               rerank: Optional[str] = None, rerank_options: Optional[Dict[str, Any]] = None,
+               filter: Union[str, GalleryFilter, None] = None) -> SearchResult:
         """The ``k`` best gallery images of each query feature (L2-normalised here), in query blocks.
 
         Args:
@@ -261,10 +265,19 @@ class GalleryIndex:
             rerank: ``None``, ``"qe"`` or ``"k-reciprocal"``: re-rank the best matches with neighbours found
                 in this index; see :func:`prodrec.retrieval.rerank_gallery` for the scores and the index types.
             rerank_options: ``top_k`` (candidates re-ranked, default ``max(k, 100)``) and the method's options.
+            filter: Only images this expression accepts (:mod:`prodrec.gallery.filters`), searched exactly:
+                over their kept features (or, without them, a Flat index limited to their ids), so a filtered
+                search on an HNSW or IVF gallery is exact and costs a scan of the images that pass.
         """
         k, block_size = check_positive_int(k, "k"), check_positive_int(block_size, "block_size")
         self._require_trained()
-        if rerank is not None and len(self):
+        if filter is not None:
+            if rerank is not None:
+                raise ProdrecError("a filtered search cannot be re-ranked (re-ranking reads the whole gallery); "
+                                   "drop one of the two")
+            scores, ids = self._filtered_search(features, k, filter if isinstance(filter, GalleryFilter)
+                                                else parse_filter(filter))
+        elif rerank is not None and len(self):
             scores, ids = rerank_gallery(self, features, k, method=rerank, device=device, **(rerank_options or {}))
         else:
             features, index = np.asarray(features), self._search_index(k, device)
@@ -282,6 +295,26 @@ class GalleryIndex:
         labels, names = np.full(ids.shape, None, dtype=object), np.full(ids.shape, None, dtype=object)
         labels[found], names[found] = self.labels[rows], self.names[rows]
         return SearchResult(scores=scores, ids=np.where(found, ids, -1), labels=labels, names=names)
+
+    def _filtered_search(self, features: np.ndarray, k: int, where: GalleryFilter) -> Tuple[np.ndarray, np.ndarray]:
+        """Exact scores and ids ``[Q, k]`` among the images ``where`` accepts (ids -1 beyond them)."""
+        queries = self._check_features(np.asarray(features), "features")
+        rows = np.flatnonzero(where.mask(filter_columns(self)))
+        scores = np.full((len(queries), k), -np.inf if self.metric == "ip" else np.inf, dtype=np.float32)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        if not len(rows) or not len(queries):
+            return scores, ids
+        if self.keep_features:
+            vectors = self.features[rows]
+        elif self.index_type == "Flat" or (self.index_type.startswith("HNSW") and "PQ" not in self.index_type):
+            vectors = self._index.reconstruct_batch(self.ids[rows])  # these keep the vectors exactly
+        else:
+            raise ProdrecError(f"a filtered search on a {self.index_type} gallery needs its kept features, but it was "
+                               "built with --no-features; rebuild it without that option, or as Flat")
+        subset = new_faiss_index(self.dim, "Flat", self.metric)
+        subset.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), self.ids[rows])
+        subset.search(queries, min(k, len(rows)), D=scores[:, :min(k, len(rows))], I=ids[:, :min(k, len(rows))])
+        return scores, ids
 
     def _search_index(self, k: int, device: str):
         """The index, or for Flat a copy on the GPU (made once, dropped when the gallery changes)."""
@@ -315,7 +348,7 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 
 
-def _strings(values: Optional[Sequence[Any]], count: int, name: str, *, optional: bool) -> np.ndarray:
+def row_strings(values: Optional[Sequence[Any]], count: int, name: str, *, optional: bool) -> np.ndarray:
     """``values`` (one per feature row; None when ``optional``) as an object array of non-empty strings / None."""
     if values is None and optional:
         return np.full(count, None, dtype=object)

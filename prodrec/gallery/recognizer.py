@@ -75,7 +75,7 @@ class Recognizer:
     Args:
         embedder: The model the gallery was built with (checked against the gallery's record), or its export
             (:class:`~prodrec.models.ExportedEmbedder`, e.g. ONNX on onnxruntime).
-        index: The gallery.
+        index: The gallery (a :class:`~prodrec.gallery.GalleryIndex` or a :class:`~prodrec.gallery.MilvusGallery`).
         k: Gallery matches reported per region.
         threshold: Accept the top-1 label when its score is at least this (``metric="ip"``: a cosine
             similarity) or, for an ``l2`` gallery, at most this (a squared distance). None: the gallery's
@@ -110,7 +110,7 @@ class Recognizer:
         self.rerank, self.detector, self.crop_margin, self.duplicate_iou = rerank, detector, crop_margin, duplicate_iou
 
     def recognize(self, image: Any, boxes: Optional[Sequence[Sequence[float]]] = None, *, k: Optional[int] = None,
-                  threshold: Optional[float] = None) -> List[Recognition]:
+                  threshold: Optional[float] = None, filter: Optional[str] = None) -> List[Recognition]:
         """One :class:`Recognition` per box; without boxes, one per detected product and one for the whole image
         (with a detector) or one for the whole image.
 
@@ -118,6 +118,8 @@ class Recognizer:
             image: An image path, a PIL image or an ``HxWx3`` uint8 RGB array.
             boxes: ``(x1, y1, x2, y2)`` pixel boxes (x2, y2 exclusive); clipped to the image.
             k, threshold: This call's instead of the recognizer's.
+            filter: Match only gallery images this expression accepts, e.g. ``'label in ["a", "b"]'``
+                (:mod:`prodrec.gallery.filters`).
 
         Raises:
             ValueError: A box that is malformed, inverted, or outside the image once clipped (all listed).
@@ -140,7 +142,7 @@ class Recognizer:
             regions = crop_boxes = [(0, 0, width, height)]
         crops = [np.ascontiguousarray(pixels[y1:y2, x1:x2]) for x1, y1, x2, y2 in crop_boxes]
         features = self.embedder.embed(crops, batch_size=self.batch_size).numpy()
-        found = self.index.search(features, k, rerank=self.rerank)
+        found = self.index.search(features, k, rerank=self.rerank, filter=filter)
         results = []
         for row, box in enumerate(regions):
             matches = [Match(label, name, float(score), int(id_)) for label, name, score, id_

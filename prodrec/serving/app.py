@@ -101,17 +101,17 @@ def create_app(service: GalleryService, *, token: Optional[str] = None, max_uplo
         images.set(len(gallery))
         products.set(len(set(gallery.labels)))
         return {"status": "ok", "images": len(gallery), "products": len(set(gallery.labels)),
-                "generation": service.folder.generation(), "index_type": gallery.index_type,
+                "generation": service.backend.generation(), "backend": gallery.backend, "index_type": gallery.index_type,
                 "threshold": service.default_threshold, "calibrated": gallery.calibration is not None,
                 "embedder": gallery.embedder_info}
 
     @app.post("/recognize")
     async def recognize(image: UploadFile = File(...), k: int = Query(5, ge=1, le=100),
-                        threshold: Optional[float] = Query(None)) -> Any:
+                        threshold: Optional[float] = Query(None), filter: Optional[str] = Query(None)) -> Any:
         data = await read_upload(image)
         from starlette.concurrency import run_in_threadpool
 
-        regions = await run_in_threadpool(service.recognize, data, k=k, threshold=threshold)
+        regions = await run_in_threadpool(service.recognize, data, k=k, threshold=threshold, filter=filter)
         return {"image": image.filename, "regions": [region.to_json() for region in regions]}
 
     @app.get("/products")

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from prodrec.data import decode_image
-from prodrec.gallery import EmbeddedImages, GalleryFolder, GalleryIndex, Recognition, Recognizer, add_embedded
+from prodrec.gallery import EmbeddedImages, Recognition, Recognizer, add_embedded, gallery_backend
 from prodrec.models import ImageEmbedder
 from prodrec.utils import FileLock, ProdrecError, atomic_write
 
@@ -49,22 +49,24 @@ class GalleryService:
             per product plus the whole photo, as :class:`~prodrec.gallery.Recognizer` with a detector gives them.
         read_only: Serve searches only: no server lock, so any number of read-only services (processes
             behind a load balancer) share the folder with the one that writes; each reloads when the
-            gallery's generation changes.
+            gallery's generation changes. A Milvus gallery needs no lock: any number of services write it
+            (Milvus orders the writes), and each sees the others' changes at once.
     """
 
     def __init__(self, directory: Union[str, os.PathLike], embedder: ImageEmbedder, *,
                  threshold: Optional[float] = None, detector: Any = None, read_only: bool = False) -> None:
-        self.folder = GalleryFolder(directory)
+        self.backend = gallery_backend(directory)
+        self.folder = self.backend.folder
         self.embedder, self.read_only, self.detector = embedder, read_only, detector
         self.threshold = threshold
         self._server_lock = FileLock(self.folder.directory / SERVER_LOCK_FILE, refusal=lambda owner: (
             f"another prodrec serve (pid {owner}) serves the gallery {self.folder.directory} with writes on; stop "
             "it, or start this one with --read-only"))
-        if not read_only:
+        if not read_only and not self.backend.shared_writes:
             self._server_lock.acquire()
         try:
             self._reload_lock = threading.Lock()
-            self._use(GalleryIndex.load(self.folder.directory))
+            self._use(self.backend.load())
         except BaseException:
             self._server_lock.release()
             raise
@@ -73,7 +75,7 @@ class GalleryService:
         self._server_lock.release()  # nothing to release when read-only
 
     @property
-    def gallery(self) -> GalleryIndex:
+    def gallery(self) -> Any:
         """The current snapshot (reloaded first if another writer switched the generation)."""
         return self._current()[0]
 
@@ -82,24 +84,25 @@ class GalleryService:
         """The threshold a recognition without one uses (the gallery's calibrated one, when it has one)."""
         return self._current()[1].threshold
 
-    def _current(self) -> Tuple[GalleryIndex, Recognizer]:
-        generation = self.folder.generation()
+    def _current(self) -> Tuple[Any, Recognizer]:
+        generation = self.backend.generation()
         if generation != self._generation:
             with self._reload_lock:
                 if generation != self._generation:
-                    self._use(GalleryIndex.load(self.folder.directory))
+                    self._use(self.backend.load())
         return self._snapshot
 
-    def _use(self, gallery: GalleryIndex) -> None:
+    def _use(self, gallery: Any) -> None:
         """Make ``gallery`` the snapshot, with its recognizer (which checks the model against it once)."""
         self._snapshot = (gallery, Recognizer(self.embedder, gallery, threshold=self.threshold, detector=self.detector))
         self._generation = gallery.generation  # the one it was read or saved as: a newer one is reloaded
 
     def recognize(self, data: bytes, *, k: int = 5, threshold: Optional[float] = None,
-                  boxes: Optional[Sequence[Sequence[float]]] = None) -> List[Recognition]:
-        """The regions of an uploaded photo (its bytes), as ``prodrec search`` finds them."""
+                  boxes: Optional[Sequence[Sequence[float]]] = None, filter: Optional[str] = None) -> List[Recognition]:
+        """The regions of an uploaded photo (its bytes), as ``prodrec search`` finds them (``filter``: only
+        gallery images it accepts, :mod:`prodrec.gallery.filters`)."""
         image = decode_image(data)
-        return self._current()[1].recognize(image, boxes, k=k, threshold=threshold)
+        return self._current()[1].recognize(image, boxes, k=k, threshold=threshold, filter=filter)
 
     def products(self) -> List[Dict[str, Any]]:
         """Every product: label, name (its first named image's) and image count, sorted by label."""
@@ -126,7 +129,7 @@ class GalleryService:
             paths.append(str(path))
         embedded = EmbeddedImages(features, [label] * len(images), [name] * len(images), paths,
                                   self.embedder.embedder_info)
-        with GalleryIndex.update(self.folder.directory) as gallery:
+        with self.backend.update() as gallery:
             ids = add_embedded(gallery, embedded)
         self._swap(gallery)
         return ids.tolist()
@@ -134,7 +137,7 @@ class GalleryService:
     def remove_product(self, label: str) -> int:
         """Remove every image of ``label``; returns how many."""
         self._check_writable()
-        with GalleryIndex.update(self.folder.directory) as gallery:
+        with self.backend.update() as gallery:
             if label not in set(gallery.labels):
                 raise ProductNotFound(f"no product {label!r} in the gallery")
             removed = gallery.remove(label=label, rebuild=gallery.index_type.startswith("HNSW"))
@@ -143,7 +146,7 @@ class GalleryService:
 
     def remove_image(self, image_id: int) -> None:
         self._check_writable()
-        with GalleryIndex.update(self.folder.directory) as gallery:
+        with self.backend.update() as gallery:
             if image_id not in set(gallery.ids.tolist()):
                 raise ProductNotFound(f"no image {image_id} in the gallery")
             gallery.remove(ids=[image_id], rebuild=gallery.index_type.startswith("HNSW"))
@@ -161,6 +164,6 @@ class GalleryService:
         if self.read_only:
             raise ReadOnly("this server is read-only (--read-only); send changes to the server that writes")
 
-    def _swap(self, gallery: GalleryIndex) -> None:
+    def _swap(self, gallery: Any) -> None:
         with self._reload_lock:
             self._use(gallery)
