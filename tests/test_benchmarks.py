@@ -279,3 +279,17 @@ def test_shelf_pipeline_times_a_sparse_and_a_dense_photo(tmp_path):
     assert [row["target"] for row in rows] == [30, 150]
     assert all(row["pipeline_seconds"] >= row["detect_seconds"] > 0 and row["regions"] >= 1 for row in rows)
     assert "| products in the photo |" in stdout
+
+
+def test_gallery_backends_measures_each_backend_and_writes_the_table(tmp_path):
+    if importlib.util.find_spec("milvus_lite") is None:
+        pytest.skip("the milvus extra is not installed")
+    output = tmp_path / "backends"
+    run_script("gallery_backends.py", "--sizes", 2000, "--dim", 16, "--queries", 40, "--seconds", 1,
+               "--configs", "faiss Flat", "Milvus Lite HNSW", "--output", output, cwd=tmp_path)
+    rows = json.loads((output / "results.json").read_text())
+    assert [row["config"] for row in rows] == ["faiss Flat", "Milvus Lite HNSW"]
+    for row in rows:
+        assert row["visible_after_add"] and row["recall_at_10"] > 0.9 and row["qps_batch1"] > 0 and row["disk_mb"] > 0
+    assert "| 2,000 | Milvus Lite HNSW |" in (output / "results.md").read_text()
+    assert not list(output.glob("backends-*"))

@@ -5,8 +5,8 @@ from prodrec.gallery.store import GALLERY_FORMAT, GALLERY_VERSION, GALLERY_FILES
 from prodrec.gallery.folder import GalleryFolder, CURRENT_FILE, LOCK_FILE, BACKEND_FILE
 from prodrec.gallery.filters import FILTER_FIELDS, GalleryFilter, parse_filter
 from prodrec.gallery.index import (GalleryIndex, SearchResult)
-from prodrec.gallery.milvus_client import TOKEN_ENV, TOKEN_FILE_ENV
-from prodrec.gallery.milvus import MilvusGallery, MILVUS_INDEX_TYPES, DEFAULT_COLLECTION
+from prodrec.gallery.milvus_client import TOKEN_ENV, TOKEN_FILE_ENV, MILVUS_INDEX_TYPES
+from prodrec.gallery.milvus import MilvusGallery, DEFAULT_COLLECTION
 from prodrec.gallery.backends import (BACKENDS, FaissBackend, MilvusBackend, gallery_backend, open_gallery,
                                       update_gallery, create_milvus_gallery, record_milvus_gallery)
 from prodrec.gallery.build import (AnyEmbedder, GalleryImages, read_gallery_list, embedder_info, check_embedder,

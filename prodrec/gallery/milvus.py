@@ -21,20 +21,17 @@ import numpy as np
 from prodrec.gallery.calibrate import Calibration
 from prodrec.gallery.filters import GalleryFilter, parse_filter
 from prodrec.gallery.index import SearchResult, row_strings
-from prodrec.gallery.milvus_client import milvus_call, milvus_client
+from prodrec.gallery.milvus_client import (MILVUS_INDEX_TYPES, check_collection_name, check_milvus_index_type,
+                                           is_milvus_lite, milvus_call, milvus_client)
 from prodrec.retrieval import METRICS, l2_normalize
 from prodrec.utils import ProdrecError, check_positive_int
 
-__all__ = ["MilvusGallery", "MILVUS_INDEX_TYPES", "MILVUS_LITE_UNBUILDABLE", "DEFAULT_COLLECTION"]
+__all__ = ["MilvusGallery", "DEFAULT_COLLECTION"]
 
-MILVUS_INDEX_TYPES = {"FLAT": {}, "HNSW": {"M": 32, "efConstruction": 200}, "HNSW_SQ": {"M": 32, "efConstruction": 200},
-                      "IVF_FLAT": {"nlist": 1024}, "IVF_SQ8": {"nlist": 1024}, "AUTOINDEX": {}}
-"""Index types prodrec builds on Milvus, with their build parameters."""
-MILVUS_LITE_UNBUILDABLE = ("IVF_PQ", "HNSW_PQ", "HNSW_PRQ", "DISKANN", "SCANN", "IVF_RABITQ", "GPU_CAGRA")
-"""Types Milvus Lite accepts and then fails to build in the background."""
 DEFAULT_COLLECTION = "prodrec_gallery"
 _SIZES = {"label": 512, "name": 1024, "path": 4096}
 _PAGE = 4096  # rows per insert, delete and query page
+_FLUSH_ROWS = 10_000  # an add of this many rows is flushed: a bulk load, not a shop's new product
 
 
 class MilvusGallery:
@@ -65,6 +62,7 @@ class MilvusGallery:
         self.metric = properties["prodrec.metric"]
         self.index_type = properties["prodrec.index_type"]
         self._read_properties(properties)
+        self._lite = is_milvus_lite(self._client)
         milvus_call(lambda: self._client.load_collection(collection), self._where("load"))
 
     @classmethod
@@ -79,7 +77,7 @@ class MilvusGallery:
             raise ProdrecError(f"metric must be one of {METRICS}, got {metric!r}")
         client = milvus_client(uri)
         index_type = check_milvus_index_type(index_type, client)
-        _check_collection_name(collection)
+        check_collection_name(collection)
         where = f"creating the collection {collection!r} at {uri}"
         if milvus_call(lambda: client.has_collection(collection), where):
             if not replace:
@@ -192,7 +190,8 @@ class MilvusGallery:
     def add(self, features: np.ndarray, labels: Sequence[str], *, names: Optional[Sequence[Optional[str]]] = None,
             paths: Optional[Sequence[Optional[str]]] = None) -> np.ndarray:
         """Add features ``[N, dim]`` (L2-normalised here) with labels and optional names and paths; returns the
-        ids Milvus gave them. Each page of rows is acknowledged (durable) before the next is sent."""
+        ids Milvus gave them. Each page of rows is acknowledged (durable) before the next is sent; a bulk add
+        (10,000 rows or more) is flushed, so that Milvus builds the index over it."""
         features = self._check_features(features, "features")
         count = len(features)
         columns = {name: row_strings(values, count, name, optional=name != "labels")
@@ -209,8 +208,19 @@ class MilvusGallery:
                     for row in range(start, min(start + _PAGE, count))]
             done = milvus_call(lambda rows=rows: self._client.insert(self.collection, rows), self._where("add to"))
             ids.extend(done["ids"])
+        if count >= _FLUSH_ROWS:
+            self._index_now()
         self.changes += count
         return np.asarray(ids, dtype=np.int64)
+
+    def _index_now(self) -> None:
+        """Seal the added rows so that Milvus indexes them. A server indexes sealed segments by itself; Milvus Lite
+        builds segment indexes only when a collection is loaded (until then it scans their rows), so it is
+        reloaded: searches wait for the index build meanwhile."""
+        milvus_call(lambda: self._client.flush(self.collection), self._where("flush"))
+        if self._lite:
+            milvus_call(lambda: self._client.release_collection(self.collection), self._where("index"))
+            milvus_call(lambda: self._client.load_collection(self.collection), self._where("index"))
 
     def remove(self, ids: Optional[Iterable[int]] = None, label: Union[str, Iterable[str], None] = None, *,
                rebuild: bool = False) -> int:
@@ -284,25 +294,3 @@ class MilvusGallery:
         return (f"the gallery's Milvus collection {self.collection!r} does not exist at {self.uri} (dropped, or "
                 "another server or .db?); rebuild it with prodrec index build --backend milvus --force, or correct "
                 "the gallery folder's backend.json")
-
-
-def check_milvus_index_type(index_type: str, client: Any) -> str:
-    """``index_type`` upper-cased when prodrec builds it on this Milvus; else ProdrecError naming the fix."""
-    name = str(index_type).upper()
-    if name in MILVUS_INDEX_TYPES:
-        return name
-    lite = str(milvus_call(client.get_server_version, "asking the Milvus server its version")).startswith("milvus_lite")
-    if name in MILVUS_LITE_UNBUILDABLE and lite:
-        raise ProdrecError(f"Milvus Lite accepts index type {name} but cannot build it (it fails later, in the "
-                           f"background); use one of {sorted(MILVUS_INDEX_TYPES)}, or a Milvus server or cluster")
-    if lite or name not in MILVUS_LITE_UNBUILDABLE:
-        raise ProdrecError(f"unknown Milvus index type {index_type!r}; use one of {sorted(MILVUS_INDEX_TYPES)}"
-                           f"{'' if lite else ' or, on a Milvus server, ' + ', '.join(MILVUS_LITE_UNBUILDABLE)}")
-    return name
-
-
-def _check_collection_name(name: str) -> None:
-    if not (isinstance(name, str) and name and len(name) <= 255 and (name[0].isalpha() or name[0] == "_")
-            and all(char.isascii() and (char.isalnum() or char == "_") for char in name)):
-        raise ProdrecError(f"a Milvus collection name is letters, digits and underscores, starting with a letter or "
-                           f"underscore (at most 255); got {name!r}")

@@ -1,4 +1,5 @@
-"""Connections to Milvus (one client per URI and process) and Milvus's failures as messages that name the fix.
+"""Connections to Milvus (one client per URI and process), the index types prodrec builds on it, and Milvus's
+failures as messages that name the fix.
 
 ``pymilvus`` is imported here, lazily: it is the optional ``milvus`` extra (with ``milvus-lite`` for local
 ``.db`` galleries).
@@ -13,9 +14,16 @@ from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
 
 from prodrec.utils import ProdrecError
 
-__all__ = ["milvus_client", "milvus_call", "milvus_token", "is_local_uri", "TOKEN_ENV", "TOKEN_FILE_ENV"]
+__all__ = ["milvus_client", "milvus_call", "milvus_token", "is_local_uri", "TOKEN_ENV", "TOKEN_FILE_ENV",
+           "MILVUS_INDEX_TYPES", "MILVUS_LITE_UNBUILDABLE", "check_milvus_index_type", "is_milvus_lite",
+           "check_collection_name"]
 
 TOKEN_ENV, TOKEN_FILE_ENV = "PRODREC_MILVUS_TOKEN", "PRODREC_MILVUS_TOKEN_FILE"
+MILVUS_INDEX_TYPES = {"FLAT": {}, "HNSW": {"M": 32, "efConstruction": 100}, "HNSW_SQ": {"M": 32, "efConstruction": 100},
+                      "IVF_FLAT": {"nlist": 1024}, "IVF_SQ8": {"nlist": 1024}, "AUTOINDEX": {}}
+"""Index types prodrec builds on Milvus, with their build parameters."""
+MILVUS_LITE_UNBUILDABLE = ("IVF_PQ", "HNSW_PQ", "HNSW_PRQ", "DISKANN", "SCANN", "IVF_RABITQ", "GPU_CAGRA")
+"""Types Milvus Lite accepts and then fails to build in the background."""
 _CLIENTS: Dict[Tuple[str, str], Any] = {}
 _LOCK = threading.Lock()
 _T = TypeVar("_T")
@@ -97,3 +105,30 @@ def milvus_call(call: Callable[[], _T], where: str, *, missing: Optional[Callabl
         if "connect" in reason.lower() or "unavailable" in reason.lower():
             raise ProdrecError(f"{where}: the Milvus server stopped answering ({reason}); check that it runs") from None
         raise ProdrecError(f"{where}: Milvus refused it ({reason})") from None
+
+
+def check_milvus_index_type(index_type: str, client: Any) -> str:
+    """``index_type`` upper-cased when prodrec builds it on this Milvus; else ProdrecError naming the fix."""
+    name = str(index_type).upper()
+    if name in MILVUS_INDEX_TYPES:
+        return name
+    lite = is_milvus_lite(client)
+    if name in MILVUS_LITE_UNBUILDABLE and lite:
+        raise ProdrecError(f"Milvus Lite accepts index type {name} but cannot build it (it fails later, in the "
+                           f"background); use one of {sorted(MILVUS_INDEX_TYPES)}, or a Milvus server or cluster")
+    if lite or name not in MILVUS_LITE_UNBUILDABLE:
+        raise ProdrecError(f"unknown Milvus index type {index_type!r}; use one of {sorted(MILVUS_INDEX_TYPES)}"
+                           f"{'' if lite else ' or, on a Milvus server, ' + ', '.join(MILVUS_LITE_UNBUILDABLE)}")
+    return name
+
+
+def is_milvus_lite(client: Any) -> bool:
+    """Whether ``client`` talks to Milvus Lite (in this process or as ``milvus-lite server``)."""
+    return str(milvus_call(client.get_server_version, "asking the Milvus server its version")).startswith("milvus_lite")
+
+
+def check_collection_name(name: str) -> None:
+    if not (isinstance(name, str) and name and len(name) <= 255 and (name[0].isalpha() or name[0] == "_")
+            and all(char.isascii() and (char.isalnum() or char == "_") for char in name)):
+        raise ProdrecError(f"a Milvus collection name is letters, digits and underscores, starting with a letter or "
+                           f"underscore (at most 255); got {name!r}")
