@@ -17,13 +17,14 @@ from __future__ import annotations
 import ast
 import operator
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping, Tuple
 
 import numpy as np
 
+from prodrec.retrieval import new_faiss_index
 from prodrec.utils import ProdrecError
 
-__all__ = ["FILTER_FIELDS", "GalleryFilter", "parse_filter", "filter_columns"]
+__all__ = ["FILTER_FIELDS", "GalleryFilter", "parse_filter", "filter_columns", "exact_search"]
 
 FILTER_FIELDS = {"id": int, "label": str, "name": str, "path": str}
 _COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
@@ -116,3 +117,16 @@ def _reduce(combine: Callable[..., np.ndarray], values: list) -> np.ndarray:
 def filter_columns(gallery: Any) -> Dict[str, np.ndarray]:
     """A faiss gallery's columns as :meth:`GalleryFilter.mask` takes them."""
     return {"id": gallery.ids, "label": gallery.labels, "name": gallery.names, "path": gallery.paths}
+
+
+def exact_search(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, metric: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Exact scores and ids ``[Q, k]`` of unit ``queries`` among ``vectors`` (with their ``ids``); ids -1 and the
+    worst score beyond them."""
+    scores = np.full((len(queries), k), -np.inf if metric == "ip" else np.inf, dtype=np.float32)
+    found = np.full((len(queries), k), -1, dtype=np.int64)
+    depth = min(k, len(ids))
+    if depth and len(queries):
+        subset = new_faiss_index(vectors.shape[1], "Flat", metric)
+        subset.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
+        subset.search(queries, depth, D=scores[:, :depth], I=found[:, :depth])
+    return scores, found

@@ -18,13 +18,14 @@ import numpy as np
 from prodrec.retrieval import METRICS, check_index_type, faiss_message, new_faiss_index, search_knob
 from prodrec.retrieval import rerank_gallery
 from prodrec.gallery.calibrate import Calibration
-from prodrec.gallery.filters import GalleryFilter, filter_columns, parse_filter
+from prodrec.gallery.columns import read_only, row_strings
+from prodrec.gallery.filters import GalleryFilter, exact_search, filter_columns, parse_filter
 from prodrec.gallery.folder import GalleryFolder
 from prodrec.retrieval import import_faiss, use_faiss_gpu, l2_normalize
 from prodrec.utils import ProdrecError, ProdrecRuntimeError, check_positive_int
 
 
-__all__ = ["GalleryIndex", "SearchResult", "row_strings"]
+__all__ = ["GalleryIndex", "SearchResult"]
 
 
 @dataclass(frozen=True)
@@ -135,11 +136,11 @@ class GalleryIndex:
         """False for an IVF index until :meth:`train` has run."""
         return bool(self._index.is_trained)
 
-    ids = property(lambda self: _read_only(self._columns["ids"]), doc="int64 image ids, ascending (read-only).")
-    labels = property(lambda self: _read_only(self._columns["labels"]), doc="Product label per image (read-only).")
-    names = property(lambda self: _read_only(self._columns["names"]), doc="Product name per image or None.")
-    paths = property(lambda self: _read_only(self._columns["paths"]), doc="Image path per image or None.")
-    features = property(lambda self: _read_only(self._columns["features"]) if self.keep_features else None,
+    ids = property(lambda self: read_only(self._columns["ids"]), doc="int64 image ids, ascending (read-only).")
+    labels = property(lambda self: read_only(self._columns["labels"]), doc="Product label per image (read-only).")
+    names = property(lambda self: read_only(self._columns["names"]), doc="Product name per image or None.")
+    paths = property(lambda self: read_only(self._columns["paths"]), doc="Image path per image or None.")
+    features = property(lambda self: read_only(self._columns["features"]) if self.keep_features else None,
                         doc="Kept L2-normalised features [N, dim], or None (keep_features=False); read-only.")
 
     @property
@@ -298,12 +299,7 @@ class GalleryIndex:
 
     def _filtered_search(self, features: np.ndarray, k: int, where: GalleryFilter) -> Tuple[np.ndarray, np.ndarray]:
         """Exact scores and ids ``[Q, k]`` among the images ``where`` accepts (ids -1 beyond them)."""
-        queries = self._check_features(np.asarray(features), "features")
         rows = np.flatnonzero(where.mask(filter_columns(self)))
-        scores = np.full((len(queries), k), -np.inf if self.metric == "ip" else np.inf, dtype=np.float32)
-        ids = np.full((len(queries), k), -1, dtype=np.int64)
-        if not len(rows) or not len(queries):
-            return scores, ids
         if self.keep_features:
             vectors = self.features[rows]
         elif self.index_type == "Flat" or (self.index_type.startswith("HNSW") and "PQ" not in self.index_type):
@@ -311,10 +307,8 @@ class GalleryIndex:
         else:
             raise ProdrecError(f"a filtered search on a {self.index_type} gallery needs its kept features, but it was "
                                "built with --no-features; rebuild it without that option, or as Flat")
-        subset = new_faiss_index(self.dim, "Flat", self.metric)
-        subset.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), self.ids[rows])
-        subset.search(queries, min(k, len(rows)), D=scores[:, :min(k, len(rows))], I=ids[:, :min(k, len(rows))])
-        return scores, ids
+        return exact_search(vectors, self.ids[rows], self._check_features(np.asarray(features), "features"), k,
+                            self.metric)
 
     def _search_index(self, k: int, device: str):
         """The index, or for Flat a copy on the GPU (made once, dropped when the gallery changes)."""
@@ -339,27 +333,3 @@ class GalleryIndex:
         if array.shape[1] != self.dim:
             raise ProdrecError(f"{name} have dimension {array.shape[1]}, but this index holds {self.dim}-d features")
         return array
-
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    view = array.view()
-    view.flags.writeable = False
-    return view
-
-
-
-def row_strings(values: Optional[Sequence[Any]], count: int, name: str, *, optional: bool) -> np.ndarray:
-    """``values`` (one per feature row; None when ``optional``) as an object array of non-empty strings / None."""
-    if values is None and optional:
-        return np.full(count, None, dtype=object)
-    values = values if values is None or isinstance(values, str) else list(values)
-    if values is None or isinstance(values, str) or len(values) != count:
-        raise ProdrecError(f"{name} must be a sequence of {count} entries, one per feature row; got {values!r:.80}")
-    allowed = (type(None),) if optional else ()
-    bad = [i for i, v in enumerate(values) if not (isinstance(v, str) and v) and not isinstance(v, allowed)]
-    if bad:
-        raise ProdrecError(f"{name} must be non-empty strings{' or None' if optional else ''}; rows {bad[:20]} "
-                           f"({len(bad)} in all) are not, e.g. {values[bad[0]]!r}")
-    array = np.empty(count, dtype=object)
-    array[:] = [None if v is None else str(v) for v in values]
-    return array

@@ -20,7 +20,8 @@ import numpy as np
 
 from prodrec.gallery.calibrate import Calibration
 from prodrec.gallery.filters import GalleryFilter, parse_filter
-from prodrec.gallery.index import SearchResult, row_strings
+from prodrec.gallery.columns import row_strings
+from prodrec.gallery.index import SearchResult
 from prodrec.gallery.milvus_client import (MILVUS_INDEX_TYPES, check_collection_name, check_milvus_index_type,
                                            is_milvus_lite, milvus_call, milvus_client)
 from prodrec.retrieval import METRICS, l2_normalize
