@@ -169,24 +169,22 @@ class MilvusGallery:
     features = property(lambda self: self._column("vector"), doc="L2-normalised features [N, dim] (by id).")
 
     def _rows(self, fields: Sequence[str], expression: str = "") -> Dict[str, np.ndarray]:
-        """Every row's ``fields`` (matching ``expression``), ordered by id."""
-        def read() -> list:
+        """Every row's ``fields`` (matching ``expression``), ordered by id; each page becomes arrays as it comes."""
+        names = ["id", *[field for field in fields if field != "id"]]
+
+        def read() -> Dict[str, list]:
             pages = self._client.query_iterator(self.collection, batch_size=_PAGE, filter=expression,
-                                                output_fields=list(fields), consistency_level="Strong")
-            rows = []
+                                                output_fields=names, consistency_level="Strong")
+            parts: Dict[str, list] = {field: [] for field in names}
             while page := pages.next():
-                rows.extend(page)
+                for field in names:
+                    parts[field].append(_array(field, [row[field] for row in page], self.dim))
             pages.close()
-            return rows
-        rows = sorted(milvus_call(read, self._where("read")), key=lambda row: row["id"])
-        columns = {"id": np.array([row["id"] for row in rows], dtype=np.int64)}
-        for field in fields:
-            if field == "vector":
-                columns[field] = np.array([row[field] for row in rows], dtype=np.float32).reshape(len(rows), self.dim)
-            elif field != "id":
-                columns[field] = np.empty(len(rows), dtype=object)
-                columns[field][:] = [row[field] or None for row in rows]
-        return columns
+            return parts
+        parts = milvus_call(read, self._where("read"))
+        columns = {field: np.concatenate([_array(field, [], self.dim), *chunks]) for field, chunks in parts.items()}
+        order = np.argsort(columns["id"], kind="stable")
+        return {field: column[order] for field, column in columns.items()}
 
     def add(self, features: np.ndarray, labels: Sequence[str], *, names: Optional[Sequence[Optional[str]]] = None,
             paths: Optional[Sequence[Optional[str]]] = None) -> np.ndarray:
@@ -295,3 +293,14 @@ class MilvusGallery:
         return (f"the gallery's Milvus collection {self.collection!r} does not exist at {self.uri} (dropped, or "
                 "another server or .db?); rebuild it with prodrec index build --backend milvus --force, or correct "
                 "the gallery folder's backend.json")
+
+
+def _array(field: str, values: list, dim: int) -> np.ndarray:
+    """A page of one field as an array: ids int64, vectors float32 ``[n, dim]``, strings objects (``""``: None)."""
+    if field == "id":
+        return np.asarray(values, dtype=np.int64)
+    if field == "vector":
+        return np.asarray(values, dtype=np.float32).reshape(len(values), dim)
+    array = np.empty(len(values), dtype=object)
+    array[:] = [value or None for value in values]
+    return array
