@@ -97,10 +97,10 @@ def create_app(service: GalleryService, *, token: Optional[str] = None, max_uplo
 
     @app.get("/health")
     def health() -> Any:
-        gallery = service.gallery
+        gallery, count = service.gallery, len(service.products())
         images.set(len(gallery))
-        products.set(len(set(gallery.labels)))
-        return {"status": "ok", "images": len(gallery), "products": len(set(gallery.labels)),
+        products.set(count)
+        return {"status": "ok", "images": len(gallery), "products": count,
                 "generation": service.backend.generation(), "backend": gallery.backend, "index_type": gallery.index_type,
                 "threshold": service.default_threshold, "calibrated": gallery.calibration is not None,
                 "embedder": gallery.embedder_info}
@@ -164,9 +164,8 @@ def create_app(service: GalleryService, *, token: Optional[str] = None, max_uplo
 
     @app.get("/metrics")
     def metrics() -> Any:
-        gallery = service.gallery
-        images.set(len(gallery))
-        products.set(len(set(gallery.labels)))
+        images.set(len(service.gallery))
+        products.set(len(service.products()))
         return Response(prometheus.generate_latest(registry), media_type=prometheus.CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse)

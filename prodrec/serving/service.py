@@ -64,6 +64,7 @@ class GalleryService:
             "it, or start this one with --read-only"))
         if not read_only and not self.backend.shared_writes:
             self._server_lock.acquire()
+        self._products: Optional[Tuple[Any, List[Dict[str, Any]]]] = None
         try:
             self._reload_lock = threading.Lock()
             self._use(self.backend.load())
@@ -105,13 +106,20 @@ class GalleryService:
         return self._current()[1].recognize(image, boxes, k=k, threshold=threshold, filter=filter)
 
     def products(self) -> List[Dict[str, Any]]:
-        """Every product: label, name (its first named image's) and image count, sorted by label."""
-        gallery, found = self.gallery, {}
+        """Every product: label, name (its first named image's) and image count, sorted by label; worked out
+        once per gallery snapshot (a Milvus gallery's labels are read from the database)."""
+        gallery = self.gallery
+        cached = self._products
+        if cached is not None and cached[0] is gallery:
+            return cached[1]
+        found = {}
         for label, name in zip(gallery.labels.tolist(), gallery.names.tolist()):
             entry = found.setdefault(label, {"label": label, "name": None, "images": 0})
             entry["images"] += 1
             entry["name"] = entry["name"] or name
-        return [found[label] for label in sorted(found)]
+        listing = [found[label] for label in sorted(found)]
+        self._products = (gallery, listing)
+        return listing
 
     def add_product(self, label: str, images: Sequence[Tuple[str, bytes]], *, name: Optional[str] = None) -> List[int]:
         """Embed uploaded ``(file name, bytes)`` images of one product, keep them under ``uploads/``, add them
