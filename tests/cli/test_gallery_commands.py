@@ -1,35 +1,15 @@
 import json
 import os
-import shutil
 
 import pytest
 import torch
 
 pytest.importorskip("faiss")
 
-from prodrec.data import read_inshop  # noqa: E402
-from prodrec.data import make_synthetic_inshop  # noqa: E402
 from prodrec.cli import build_parser  # noqa: E402
 from prodrec.cli.gallery import MODEL_FILE  # noqa: E402
-from prodrec.models import Embedder  # noqa: E402
 from prodrec.gallery import read_inshop_boxes  # noqa: E402
 from prodrec.retrieval import RERANK_METHODS  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cli")
-    root = make_synthetic_inshop(folder / "data", items=6, views=3, image_size=32, progress=False).root
-    torch.manual_seed(0)
-    model_path = Embedder("resnet18d", embedding_size=16, image_size=32).save(folder / "model.pt")
-    splits = read_inshop(root)
-    lines = [f"{os.path.relpath(path, root)} {splits.gallery.classes[label]} Product {label}"
-             for path, label in zip(splits.gallery.paths, splits.gallery.labels)]
-    (root / "gallery.txt").write_text("\n".join(lines) + "\n")
-    for number, (path, label) in enumerate(zip(splits.query.paths, splits.query.labels)):
-        (folder / "queries" / splits.query.classes[label]).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, folder / "queries" / splits.query.classes[label] / f"{number}.jpg")
-    return root, model_path, splits
 
 
 def test_build_info_search_remove_add(shop, tmp_path, run_cli):

@@ -2,14 +2,10 @@
 import importlib.util
 import json
 import os
-import shutil
 
 import pytest
-import torch
 
 from prodrec.cli.gallery import MODEL_FILE
-from prodrec.data import make_synthetic_inshop, read_inshop
-from prodrec.models import Embedder
 
 if not all(importlib.util.find_spec(name) for name in ("pymilvus", "milvus_lite")):
     if os.environ.get("CI"):
@@ -17,28 +13,12 @@ if not all(importlib.util.find_spec(name) for name in ("pymilvus", "milvus_lite"
     pytest.skip("the milvus extra is not installed", allow_module_level=True)
 
 
-@pytest.fixture(scope="module")
-def products(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("migrate")
-    root = make_synthetic_inshop(folder / "data", items=6, views=3, image_size=32, progress=False).root
-    torch.manual_seed(0)
-    model = Embedder("resnet18d", embedding_size=16, image_size=32).save(folder / "model.pt")
-    splits = read_inshop(root)
-    lines = [f"{os.path.relpath(path, root)} {splits.gallery.classes[label]} Product {label}"
-             for path, label in zip(splits.gallery.paths, splits.gallery.labels)]
-    (root / "gallery.txt").write_text("\n".join(lines) + "\n")
-    for number, (path, label) in enumerate(zip(splits.query.paths, splits.query.labels)):
-        (folder / "queries" / splits.query.classes[label]).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, folder / "queries" / splits.query.classes[label] / f"{number}.jpg")
-    return root, model, splits
-
-
 def search(run_cli, gallery, image, *extra):
     return json.loads(run_cli(["search", "--index", gallery, image, "--k", "3", "--json", *extra]))[0]["regions"][0]
 
 
-def test_every_gallery_command_works_on_milvus_lite(products, tmp_path, run_cli):
-    root, model, splits = products
+def test_every_gallery_command_works_on_milvus_lite(shop, tmp_path, run_cli):
+    root, model, splits = shop
     gallery = tmp_path / "gallery"
     out = run_cli(["index", "build", "--checkpoint", model, "--list", root / "gallery.txt", "--backend", "milvus",
                    "--output", gallery, "--quiet"])
@@ -78,8 +58,8 @@ def test_every_gallery_command_works_on_milvus_lite(products, tmp_path, run_cli)
                  "--output", tmp_path / "other"])
 
 
-def test_migrating_to_milvus_and_back_keeps_every_answer(products, tmp_path, run_cli):
-    root, model, splits = products
+def test_migrating_to_milvus_and_back_keeps_every_answer(shop, tmp_path, run_cli):
+    root, model, splits = shop
     start, there, back = tmp_path / "faiss", tmp_path / "milvus", tmp_path / "back"
     run_cli(["index", "build", "--checkpoint", model, "--list", root / "gallery.txt", "--output", start, "--quiet"])
     run_cli(["index", "calibrate", "--index", start, "--far", "0.6"])
