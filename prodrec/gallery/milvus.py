@@ -60,8 +60,6 @@ class MilvusGallery:
                                "prodrec.format property); name another --collection, or build it with prodrec index build")
         vector = next(field for field in described["fields"] if field["name"] == "vector")
         self.dim = int(vector["params"]["dim"])
-        self.metric = properties["prodrec.metric"]
-        self.index_type = properties["prodrec.index_type"]
         self._read_properties(properties)
         self._lite = is_milvus_lite(self._client)
         milvus_call(lambda: self._client.load_collection(collection), self._where("load"))
@@ -110,6 +108,7 @@ class MilvusGallery:
     def _read_properties(self, properties: Dict[str, str]) -> None:
         where = f"the Milvus collection {self.collection!r} at {self.uri}"
         try:
+            self.metric, self.index_type = properties["prodrec.metric"], properties["prodrec.index_type"]
             self.embedder_info = json.loads(properties["prodrec.embedder"])
             calibration = json.loads(properties["prodrec.calibration"])
             self.changes = int(properties["prodrec.changes"])
