@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--detectors", nargs="*", help="names (default: every registered detector)")
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--scenes", type=int, default=240, help="synthetic scenes (a tenth validate)")
+    parser.add_argument("--random-objects", type=int, default=200,
+                        help="random objects among the synthetic products (DataLoader.synthetic_random_objects)")
     parser.add_argument("--minutes", type=float, default=6.0, help="training budget per detector")
     parser.add_argument("--speed-photos", type=int, default=10, help="photos timed for detect")
     return parser
@@ -71,7 +73,8 @@ def main(argv=None) -> int:
     output = Path(args.output)
     names = args.detectors or sorted(DETECTORS)
     base = load_config({"Global": {"output_dir": str(output / "scenes-run")},
-                        "DataLoader": {"synthetic_scenes": args.scenes}}, schema=DetectionConfig)
+                        "DataLoader": {"synthetic_scenes": args.scenes,
+                                       "synthetic_random_objects": args.random_objects}}, schema=DetectionConfig)
     train, val = detection_data(base, output / "scenes-run", progress=False)
     photos = [load_image(path) for path in val.paths[:args.speed_photos]]
     rows = []

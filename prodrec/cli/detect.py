@@ -21,6 +21,8 @@ def add_commands(commands: "argparse._SubParsersAction") -> Dict[str, Callable[[
                          help="product pictures: an In-shop folder or <label>/<image> folders (default: synthetic)")
     shelves.add_argument("--synthetic-items", type=int, default=200,
                          help="synthetic products when no --products (labels as make-synthetic's, same --seed)")
+    shelves.add_argument("--random-objects", type=int, default=0, metavar="N",
+                         help="also paste N random objects (irregular shapes and textures; labels object_XXXX)")
     shelves.add_argument("--width", type=int, default=640)
     shelves.add_argument("--height", type=int, default=480)
     shelves.add_argument("--seed", type=int, default=0)
@@ -85,7 +87,7 @@ def _make_shelves(args: argparse.Namespace) -> int:
     from prodrec.data import make_shelves
 
     info = make_shelves(args.root, scenes=args.scenes, products=args.products, synthetic_items=args.synthetic_items,
-                        seed=args.seed, width=args.width, height=args.height, progress=not args.quiet)
+                        random_objects=args.random_objects, seed=args.seed, width=args.width, height=args.height, progress=not args.quiet)
     print(f"wrote {info.scenes} scenes with {info.boxes} product boxes ({info.boxes / info.scenes:.1f} a photo) of "
           f"{info.products} products; annotations: {info.annotations}")
     return 0

@@ -30,7 +30,8 @@ class DetectorArchConfig:
 @dataclass
 class DetectionDataConfig:
     """Training and validation boxes: COCO (``coco`` + ``images``) or SKU-110K (``sku110k`` + ``images``); with
-    neither, ``synthetic_scenes`` built-in shelf scenes (``val_*`` likewise, else ``val_fraction`` of the scenes)."""
+    neither, ``synthetic_scenes`` built-in shelf scenes of synthetic products and ``synthetic_random_objects``
+    random objects (``val_*`` likewise, else ``val_fraction`` of the scenes)."""
 
     coco: Optional[str] = None
     sku110k: Optional[str] = None
@@ -40,6 +41,7 @@ class DetectionDataConfig:
     val_images: Optional[str] = None
     val_fraction: float = 0.1
     synthetic_scenes: int = 400
+    synthetic_random_objects: int = 200
     batch_size: int = 4
     eval_batch_size: int = 4
     num_workers: Any = "auto"
@@ -86,6 +88,9 @@ class DetectionConfig:
         for name in ("batch_size", "eval_batch_size", "synthetic_scenes"):
             if getattr(loader, name) < 1:
                 raise ConfigError(f"DataLoader.{name} must be at least 1, got {getattr(loader, name)!r}")
+        if loader.synthetic_random_objects < 0:
+            raise ConfigError("DataLoader.synthetic_random_objects must be 0 or more, got "
+                              f"{loader.synthetic_random_objects!r}")
         if config.Global.cross_rank_mining:
             raise ConfigError("Global.cross_rank_mining mines embedding pairs; a detector has none: set it to false")
         return config

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from prodrec.data.boxes import BoxSet, write_coco
 from prodrec.data.inshop import read_inshop, read_inshop_boxes
 from prodrec.data.lists import existing_paths, read_image_folder
+from prodrec.data.object_drawing import random_objects as draw_random_objects
 from prodrec.data.shelves import ProductPicture, render_scene, synthetic_products
 from prodrec.utils import ProdrecError, check_positive_int
 
@@ -79,8 +80,8 @@ def _bgra(picture: np.ndarray) -> np.ndarray:
 
 
 def make_shelves(root: Union[str, os.PathLike], *, scenes: int = 200, products: Union[str, os.PathLike, None] = None,
-                 synthetic_items: int = 200, seed: int = 0, width: int = 640, height: int = 480,
-                 progress: bool = True) -> ShelfInfo:
+                 synthetic_items: int = 200, random_objects: int = 0, seed: int = 0, width: int = 640,
+                 height: int = 480, progress: bool = True) -> ShelfInfo:
     """Write ``root/images/NNNNNN.jpg`` shelf (80 %) and checkout-tray (20 %) scenes and
     ``root/annotations.json`` (COCO, one category ``product``; each annotation's ``product`` is the label of
     the product pasted there).
@@ -90,6 +91,9 @@ def make_shelves(root: Union[str, os.PathLike], *, scenes: int = 200, products: 
         scenes: How many photos.
         products: A product folder (:func:`read_product_pictures`); default: ``synthetic_items`` synthetic
             products, labelled as :func:`~prodrec.data.make_synthetic_inshop` with this ``seed`` labels them.
+        random_objects: Also paste this many random objects (irregular shapes and textures, labels
+            ``object_XXXX``; :mod:`prodrec.data.object_drawing`) among the products, so that a detector trained on
+            the scenes learns "a thing on a shelf" rather than one kind of package.
         seed: Every scene depends only on (seed, scene number) and the products.
 
     Example:
@@ -102,6 +106,8 @@ def make_shelves(root: Union[str, os.PathLike], *, scenes: int = 200, products: 
         raise ProdrecError(f"scenes need at least 64 x 64 pixels, got {width} x {height}")
     pictures = read_product_pictures(products) if products is not None else synthetic_products(
         check_positive_int(synthetic_items, "synthetic_items"), seed)
+    if random_objects:
+        pictures = pictures + draw_random_objects(check_positive_int(random_objects, "random_objects"), seed)
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
     paths, sizes, boxes, labels = [], [], [], []

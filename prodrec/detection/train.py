@@ -48,10 +48,12 @@ def detection_data(config: DetectionConfig, output_dir: Path, progress: bool = T
                                      loader.on_bad_box)
         return _split(train, loader.val_fraction, config.Global.seed)
     folder = output_dir / SYNTHETIC_FOLDER
-    marker = {"scenes": loader.synthetic_scenes, "seed": config.Global.seed}
+    marker = {"scenes": loader.synthetic_scenes, "random_objects": loader.synthetic_random_objects,
+              "seed": config.Global.seed}
     annotations = folder / "annotations.json"
     if not annotations.is_file() or _read_marker(folder) != marker:
-        make_shelves(folder, scenes=loader.synthetic_scenes, seed=config.Global.seed, progress=progress)
+        make_shelves(folder, scenes=loader.synthetic_scenes, random_objects=loader.synthetic_random_objects,
+                     seed=config.Global.seed, progress=progress)
         (folder / "made.json").write_text(json.dumps(marker), encoding="utf-8")
     return _split(read_coco(annotations, folder), loader.val_fraction, config.Global.seed)
 

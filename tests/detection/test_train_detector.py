@@ -83,6 +83,7 @@ def test_without_data_the_run_makes_synthetic_shelves_once(tmp_path):
     settings.DataLoader.synthetic_scenes = 5
     train, val = detection_data(settings, tmp_path / "run", progress=False)
     assert len(train) + len(val) == 5 and len(val) == 1
+    assert any(label.startswith("object_") for row in train.products for label in row)  # random objects among them
     stamp = (tmp_path / "run" / "synthetic-shelves" / "annotations.json").stat().st_mtime_ns
     detection_data(settings, tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "synthetic-shelves" / "annotations.json").stat().st_mtime_ns == stamp
@@ -93,6 +94,8 @@ def test_detection_config_names_bad_settings():
         load_config({"DataLoader": {"coco": "a.json", "sku110k": "b.csv", "images": "x"}}, schema=DetectionConfig)
     with pytest.raises(ValueError, match="DataLoader.images"):
         load_config({"DataLoader": {"coco": "a.json"}}, schema=DetectionConfig)
+    with pytest.raises(ValueError, match="synthetic_random_objects must be 0 or more"):
+        load_config({"DataLoader": {"synthetic_random_objects": -1}}, schema=DetectionConfig)
 def test_a_bad_detector_name_is_refused_before_any_scene_is_made(tmp_path):
     with pytest.raises(ValueError, match="unknown detector 'yolo'"):
         train_detector({"Arch": {"name": "yolo"}, "Global": {"output_dir": str(tmp_path / "run")}}, progress=False)
