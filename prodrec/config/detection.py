@@ -53,12 +53,12 @@ class DetectionDataConfig:
 
 def _detector_optimizer() -> OptimizerConfig:
     return OptimizerConfig(name="AdamW", lr=LRConfig(name="Cosine", learning_rate=1e-3, warmup_epoch=1.0,
-                                                     schedule_epochs=14), regularizer=None)
+                                                     schedule_epochs=20), regularizer=None)
 
 
 def _detector_global() -> GlobalConfig:
-    # About 20 minutes on 2 CPU cores with the built-in scenes (docs/benchmarks.md, "Product detection").
-    return GlobalConfig(epochs=14, output_dir="./detector", image_size=384, channels_last=False)
+    # About 18 minutes on 2 CPU cores with the built-in scenes (docs/benchmarks.md, "Product detection").
+    return GlobalConfig(epochs=20, output_dir="./detector", image_size=384, channels_last=False)
 
 
 @dataclass
