@@ -87,7 +87,8 @@ def _make_shelves(args: argparse.Namespace) -> int:
     from prodrec.data import make_shelves
 
     info = make_shelves(args.root, scenes=args.scenes, products=args.products, synthetic_items=args.synthetic_items,
-                        random_objects=args.random_objects, seed=args.seed, width=args.width, height=args.height, progress=not args.quiet)
+                        random_objects=args.random_objects, seed=args.seed, width=args.width, height=args.height,
+                        progress=not args.quiet)
     print(f"wrote {info.scenes} scenes with {info.boxes} product boxes ({info.boxes / info.scenes:.1f} a photo) of "
           f"{info.products} products; annotations: {info.annotations}")
     return 0

@@ -3,7 +3,7 @@
 The synthetic products (:mod:`prodrec.data.synthetic_drawing`) are drawn packages: flat palette colours,
 straight edges. A detector trained only on them learns those packages, not "a thing on a shelf". Random
 objects (domain randomisation) break that: each is a smooth blob, a cluster of lobes or a thin tool-like
-shape, textured with multi-scale coloured noise, shaded as if round and sometimes outlined, with
+shape, textured with multi-scale coloured noise, now and then striped, and shaded as if round, with
 labels ``object_XXXX``.
 """
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
     field = (field - field.min()) / max(float(np.ptp(field)), 1e-6)
     dark, light = rng.uniform(0, 255, (2, 3)).astype(np.float32)
     image = dark + field[..., None] * (light - dark)
-    if rng.random() < 0.3:  # stripes or spots on top, as animals and printed goods have
+    if rng.random() < 0.3:  # stripes on top, as animals and printed goods have
         period, angle = rng.uniform(0.05, 0.2) * size, rng.uniform(0, np.pi)
         y, x = np.mgrid[0:size, 0:size].astype(np.float32)
         marks = np.sin((x * np.cos(angle) + y * np.sin(angle)) / period * 2 * np.pi) > rng.uniform(0.3, 0.8)
