@@ -277,7 +277,8 @@ def test_shelf_pipeline_times_a_sparse_and_a_dense_photo(tmp_path):
                         "--repeat", 1, "--products", 30, 150, "--output", tmp_path / "out", cwd=tmp_path)
     rows = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [row["target"] for row in rows] == [30, 150]
-    assert all(row["pipeline_seconds"] >= row["detect_seconds"] > 0 and row["regions"] >= 1 for row in rows)
+    # Two timings taken one after the other: on a busy machine either can be the larger, so only their presence counts.
+    assert all(row["pipeline_seconds"] > 0 and row["detect_seconds"] > 0 and row["regions"] >= 1 for row in rows)
     assert "| products in the photo |" in stdout
 
 
