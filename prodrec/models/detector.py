@@ -205,10 +205,13 @@ class ProductDetector(nn.Module):
         if not isinstance(payload, dict) or payload.get("format") != DETECTOR_FORMAT:
             raise ProdrecError(f"{source} is not a prodrec detector file (no '{DETECTOR_FORMAT}' format marker); "
                                "train one with prodrec detect train")
+        if not isinstance(payload.get("settings"), dict) or "state_dict" not in payload:
+            raise ProdrecError(f"{source} is a damaged prodrec detector file (no settings or weights); save or train it "
+                               "again")
         version = payload.get("format_version", 0)
         if version > 2:
             raise ProdrecError(f"{source} was written by a newer prodrec ({payload.get('prodrec_version')}); upgrade")
-        if version < 2 and payload["settings"]["name"] == "ssdlite_mobilenet_v3":
+        if version < 2 and payload["settings"].get("name") == "ssdlite_mobilenet_v3":
             raise ProdrecError(f"{source} is an SSDlite detector from a development build of prodrec 0.2, whose default "
                                "boxes were COCO-sized; its weights do not fit today's shelf-sized boxes: train it again")
         detector = cls(DetectorSettings(**payload["settings"]))

@@ -62,6 +62,8 @@ def test_bad_settings_are_refused():
         DetectorSettings(score_threshold=2.0)
     with pytest.raises(ValueError, match="not a prodrec detector file"):
         ProductDetector.from_payload({"format": "other"})
+    with pytest.raises(ValueError, match="damaged prodrec detector file"):
+        ProductDetector.from_payload({"format": "prodrec.detector", "format_version": 2})
 
 
 def test_ssdlite_default_boxes_fit_shelf_products():
